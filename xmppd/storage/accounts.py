@@ -1,0 +1,132 @@
+"""Registry of the accounts this server has seen log in.
+
+Why: an auth method such as ``pki`` cannot enumerate accounts, and
+MongooseIM's ``pki`` answers "exists" for every name, so offline storage and
+MAM keep messages for users that never existed (reference §3 #12).  xmppd
+records every successful login here instead; "does this local user exist?"
+is answered by the auth chain *or* this table.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+from sqlalchemy import Column, PrimaryKeyConstraint, String, Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .engine import UtcDateTime, metadata
+
+__all__ = ["AccountRow", "Accounts", "accounts_table"]
+
+#: RFC 7622 §3: localpart and domainpart are at most 1023 octets each
+_PART_LEN = 1023
+_METHOD_LEN = 64
+
+accounts_table = Table(
+    "accounts",
+    metadata,
+    Column("domain", String(_PART_LEN), nullable=False),
+    Column("username", String(_PART_LEN), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_login", UtcDateTime(), nullable=False),
+    Column("last_method", String(_METHOD_LEN), nullable=False),
+    PrimaryKeyConstraint("domain", "username", name="accounts_pk"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    user: str
+    domain: str
+    created_at: _dt.datetime
+    last_login: _dt.datetime
+    last_method: str
+
+
+def _storable(user: str, domain: str) -> bool:
+    """False for keys no account can have (too long, NUL): never sent to the DB."""
+    return (0 < len(user) <= _PART_LEN and 0 < len(domain) <= _PART_LEN
+            and "\x00" not in user and "\x00" not in domain)
+
+
+class Accounts:
+    """Small repository over the ``accounts`` table; call :func:`create_schema` first."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def touch_login(self, user: str, domain: str, method: str, when: _dt.datetime) -> None:
+        """Record a successful login: insert on first sight, else update last_login/last_method."""
+        if not _storable(user, domain):
+            raise ValueError("user/domain cannot be stored (empty, too long or contains NUL)")
+        if not method or len(method) > _METHOD_LEN:
+            raise ValueError("method name must be 1..64 characters")
+        t = accounts_table
+        values = dict(domain=domain, username=user, created_at=when, last_login=when, last_method=method)
+        dialect = self._engine.dialect.name
+        async with self._engine.begin() as conn:
+            if dialect in ("postgresql", "sqlite"):
+                insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t).values(**values)
+                stmt = insert.on_conflict_do_update(
+                    index_elements=[t.c.domain, t.c.username],
+                    set_={"last_login": insert.excluded.last_login,
+                          "last_method": insert.excluded.last_method},
+                )
+                await conn.execute(stmt)
+                return
+        # Portable fallback for other dialects: update, else insert; a
+        # concurrent insert turns into a second update.
+        for _ in range(2):
+            try:
+                async with self._engine.begin() as conn:
+                    result = await conn.execute(
+                        update(t).where(t.c.domain == domain, t.c.username == user)
+                        .values(last_login=when, last_method=method))
+                    if result.rowcount:
+                        return
+                    await conn.execute(t.insert().values(**values))
+                    return
+            except IntegrityError:
+                continue
+        raise RuntimeError("touch_login: could not upsert account row")
+
+    async def exists(self, user: str, domain: str) -> bool:
+        if not _storable(user, domain):
+            return False
+        t = accounts_table
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                select(t.c.username).where(t.c.domain == domain, t.c.username == user).limit(1))
+        return found is not None
+
+    async def get(self, user: str, domain: str) -> AccountRow | None:
+        if not _storable(user, domain):
+            return None
+        t = accounts_table
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(t.c.created_at, t.c.last_login, t.c.last_method)
+                .where(t.c.domain == domain, t.c.username == user))).first()
+        if row is None:
+            return None
+        return AccountRow(user, domain, row.created_at, row.last_login, row.last_method)
+
+    async def remove(self, user: str, domain: str) -> bool:
+        if not _storable(user, domain):
+            return False
+        t = accounts_table
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(t).where(t.c.domain == domain, t.c.username == user))
+        return bool(result.rowcount)
+
+    async def count(self, domain: str | None = None) -> int:
+        """Number of known accounts, on one domain or all (pki can't count: we can)."""
+        t = accounts_table
+        stmt = select(func.count()).select_from(t)
+        if domain is not None:
+            stmt = stmt.where(t.c.domain == domain)
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)

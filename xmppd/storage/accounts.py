@@ -64,6 +64,8 @@ class Accounts:
             raise ValueError("user/domain cannot be stored (empty, too long or contains NUL)")
         if not method or len(method) > _METHOD_LEN:
             raise ValueError("method name must be 1..64 characters")
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError("naive datetime: pass an aware datetime (UTC)")
         t = accounts_table
         values = dict(domain=domain, username=user, created_at=when, last_login=when, last_method=method)
         dialect = self._engine.dialect.name

@@ -237,3 +237,23 @@ async def test_missing_table_is_unavailable_not_a_crash(db_engine):
     method = SqlAuth({}, {"db_engine": db_engine, "scram_iterations": ITER})  # start() not called
     with pytest.raises(AuthUnavailable):
         await method.check_password("alice", DOMAIN, "pw")
+
+
+@pytest.mark.postgres
+async def test_postgresql_statement_timeout_raises_auth_unavailable(pg_schema):
+    from sqlalchemy import text
+
+    from tests.pg import pg_engine
+
+    locker, slow = pg_engine(pg_schema), pg_engine(pg_schema, command_timeout_s=0.5)
+    try:
+        method = SqlAuth({}, {"db_engine": slow, "scram_iterations": ITER})
+        await method.start()
+        async with locker.begin() as conn:  # hold a lock the lookup must wait for
+            await conn.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(AuthUnavailable, match="TimeoutError"):
+                await method.check_password("alice", DOMAIN, "pw")
+            await conn.execute(text("DROP TABLE users"))
+    finally:
+        await slow.dispose()
+        await locker.dispose()

@@ -268,7 +268,8 @@ class ListOf(Kind):
             except ConfigError as exc:
                 raise ConfigError(key, f"item {i}: {exc.message}") from None
             if self.unique and item in out:
-                raise ConfigError(key, f"item {i}: duplicate value {item!r}")
+                via = f" ({raw!r} is an alias of {item!r})" if raw != item else ""
+                raise ConfigError(key, f"item {i}: duplicate value {item!r}{via}")
             out.append(item)
         return tuple(out)
 

@@ -123,9 +123,17 @@ class SqlAuth(AuthMethod):
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         """Create the ``users`` table if it is missing."""
-        async with self._db("create table"):
-            async with self._engine.begin() as conn:
-                await conn.run_sync(_metadata.create_all, tables=[users_table], checkfirst=True)
+        # Two nodes starting at once may both see the table missing; the
+        # loser's CREATE fails, and a second look finds the table there.
+        for attempt in (1, 2):
+            try:
+                async with self._db("create table"):
+                    async with self._engine.begin() as conn:
+                        await conn.run_sync(_metadata.create_all, tables=[users_table], checkfirst=True)
+                return
+            except (AuthUnavailable, IntegrityError):
+                if attempt == 2:
+                    raise
 
     async def stop(self) -> None:
         """Nothing to release: the engine belongs to the server."""
@@ -146,7 +154,7 @@ class SqlAuth(AuthMethod):
             if not _is_backend_error(exc):
                 raise
             reason = f"sql: database unavailable during {what}: {_describe(exc)}"
-            log.warning("%s", reason)
+            log.debug("%s", reason)  # the chain logs it once, with the method name
             raise AuthUnavailable(reason) from exc
 
     def _where(self, user: str, domain: str):

@@ -1,0 +1,431 @@
+"""Sans-IO XMPP stream parser: bytes in, stream events out.
+
+Spec references:
+  RFC 6120 §4.2   stream opening (the header is the root element's start tag)
+  RFC 6120 §4.9   stream errors (conditions raised here as :class:`StreamError`)
+  RFC 6120 §11.1  restricted XML: no comments, PIs, DTDs, entity declarations
+  RFC 6120 §11.6  UTF-8 only
+  RFC 6120 §4.6.1 whitespace keepalives between stanzas
+
+Rules of this file:
+  * No sockets, no asyncio, no clock.  ``feed(bytes) -> list[Event]``.
+  * Peer errors raise :class:`xmppd.errors.StreamError`; our own misuse raises
+    ordinary exceptions.
+  * Everything held is bounded by a named limit: the header by
+    :data:`MAX_HEADER_BYTES`, a top-level element by ``max_stanza_bytes``
+    (counted while it accumulates), nesting by ``max_depth``, whitespace between
+    stanzas by :data:`MAX_WHITESPACE_RUN` (whitespace is never held, only counted).
+  * Offsets are absolute stream byte offsets (0 = first byte ever fed to this
+    parser).  After any event, ``data[len(data) - (bytes_fed - event.end):]`` of
+    the last chunk is exactly what followed it, so a caller restarting the
+    stream (STARTTLS, SASL success) can hand that remainder to a new parser.
+  * If the peer's error comes in the same ``feed()`` after complete events,
+    the events are returned and the error is raised on the next ``feed()``
+    (``feed(b"")`` re-raises it): bytes after a restart point are not this
+    stream's business (e.g. ``<auth/>`` followed by the next ``<?xml ...?>``).
+
+Expat notes: the parser is created with protocol encoding UTF-8 (the declared
+encoding is checked, never obeyed), namespace processing with prefixes
+reported (needed to tell whether a stanza uses a prefix bound on the stream
+header), parameter-entity parsing off, and every DTD-related callback raising
+restricted-xml, so no entity is ever expanded beyond the five predefined ones
+and character references.  Expat (< 2.6) re-scans an incomplete token on every
+``Parse`` call, so a single huge token trickled in tiny pieces costs
+O(n^2/piece); ``max_stanza_bytes`` bounds n.  On expat >= 2.6 the re-parse
+deferral heuristic is switched off because it can hold back a complete end
+tag until more data arrives, i.e. delay a stanza indefinitely.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.parsers import expat
+
+from xmppd.errors import StreamError, StreamErrorCondition
+
+__all__ = [
+    "NS_STREAM",
+    "NS_XML",
+    "DEFAULT_MAX_DEPTH",
+    "MAX_HEADER_BYTES",
+    "MAX_WHITESPACE_RUN",
+    "StreamOpen",
+    "Stanza",
+    "StreamClose",
+    "Event",
+    "StreamParser",
+]
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+
+#: maximum nesting of a stanza: the top-level element is depth 1
+DEFAULT_MAX_DEPTH = 32
+#: bytes allowed up to and including the '>' of the stream header
+#: (XML declaration and leading whitespace included)
+MAX_HEADER_BYTES = 4096
+#: whitespace allowed between two top-level elements.  Whitespace is never
+#: buffered, only counted; a keepalive of one space every 30 s needs about a
+#: year to reach this, a peer streaming whitespace is cut off after 1 MiB.
+MAX_WHITESPACE_RUN = 1024 * 1024
+#: input is handed to expat in pieces of at most this size, so the size
+#: limits are checked while a large chunk is being parsed, not only after it
+_PARSE_SLICE = 64 * 1024
+
+_STREAM_TAG = "{%s}stream" % NS_STREAM
+_XML_PREFIX = "xml"
+
+C = StreamErrorCondition
+
+# A complete start tag beginning at '<'.  Possessive quantifiers: expat has
+# already checked the tag, this only finds its end ('>' may sit inside quotes).
+_START_TAG = re.compile(rb"""<(?:[^'">]++|'[^']*+'|"[^"]*+")*+>""")
+_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+_WS_CHARS = " \t\r\n"
+_DTD_MARKUP = (b"<!DOCTYPE", b"<!ENTITY", b"<!ELEMENT", b"<!ATTLIST", b"<!NOTATION")
+
+
+def _expat_codes(*names: str) -> frozenset[int]:
+    errors = expat.errors
+    return frozenset(errors.codes[getattr(errors, n)] for n in names if hasattr(errors, n))
+
+
+_ENCODING_ERRORS = _expat_codes("XML_ERROR_INCORRECT_ENCODING", "XML_ERROR_UNKNOWN_ENCODING")
+_ENTITY_ERRORS = _expat_codes(
+    "XML_ERROR_AMPLIFICATION_LIMIT_BREACH",
+    "XML_ERROR_RECURSIVE_ENTITY_REF",
+    "XML_ERROR_ENTITY_DECLARED_IN_PE",
+    "XML_ERROR_EXTERNAL_ENTITY_HANDLING",
+    "XML_ERROR_BINARY_ENTITY_REF",
+    "XML_ERROR_ASYNC_ENTITY",
+    "XML_ERROR_PARAM_ENTITY_REF",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """The ``<stream:stream ...>`` header."""
+
+    tag: str
+    attrs: dict[str, str]
+    default_ns: str | None
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stanza:
+    """One complete top-level child of the stream."""
+
+    element: ET.Element
+    raw: bytes
+    start_tag_len: int
+    self_contained: bool
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClose:
+    """``</stream:stream>``; anything after it is ignored."""
+
+    end: int
+
+
+Event = StreamOpen | Stanza | StreamClose
+
+
+class _Closed(Exception):
+    """Internal: abort expat after the stream's end tag."""
+
+
+def _restricted(what: str):
+    def handler(*_args: object) -> None:
+        raise StreamError(C.RESTRICTED_XML, f"{what} are not allowed in XMPP (RFC 6120 §11.1)")
+
+    return handler
+
+
+class _Names(dict):
+    """Expat triplet name ('uri}local}prefix', 'uri}local', 'local') -> Clark name.
+
+    Names with a namespace prefix other than ``xml`` are also recorded in
+    ``prefixed`` (name -> prefix) so the hot path can tell with one lookup
+    whether an element may use a prefix bound outside the stanza.
+    """
+
+    __slots__ = ("prefixed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefixed: dict[str, str] = {}
+
+    def __missing__(self, name: str) -> str:
+        parts = name.split("}")
+        if len(parts) == 1:
+            clark = name
+        else:
+            clark = "{" + parts[0] + "}" + parts[1]
+            if len(parts) == 3 and parts[2] != _XML_PREFIX:
+                self.prefixed[name] = parts[2]
+        self[name] = clark
+        return clark
+
+
+class StreamParser:
+    """Incremental parser for one XML stream (one per stream restart).
+
+    ``max_stanza_bytes`` may be changed at any time (e.g. raised after
+    authentication); it applies to the raw size of each top-level element.
+    """
+
+    def __init__(self, *, max_stanza_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        if max_stanza_bytes <= 0 or max_depth <= 0:
+            raise ValueError("max_stanza_bytes and max_depth must be positive")
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self.bytes_fed = 0
+
+        self._buf = bytearray()  # raw bytes from absolute offset _base on
+        self._base = 0
+        self._events: list[Event] = []
+        self._error: StreamError | None = None
+        self._closed = False
+        self._depth = 0  # 0 before the header, 1 inside the stream, 2 = stanza
+        self._header_empty = False
+        self._header_end = 0
+        self._header_default_ns: str | None = None
+        self._scan = 0  # between stanzas: first byte not yet known to be whitespace
+        self._ws_run = 0
+        # current stanza
+        self._stanza_start = 0
+        self._stanza_tag_len = 0
+        self._stanza_empty = False
+        self._self_contained = True
+        self._builder: ET.TreeBuilder | None = None
+        self._inner_prefixes: dict[str, int] = {}
+        self._names = _Names()
+
+        p = expat.ParserCreate("UTF-8", "}")
+        p.namespace_prefixes = True
+        p.ordered_attributes = False
+        p.buffer_text = False
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6
+            p.SetReparseDeferralEnabled(False)
+        p.XmlDeclHandler = self._on_xml_decl
+        p.StartElementHandler = self._on_start
+        p.EndElementHandler = self._on_end
+        p.CharacterDataHandler = self._on_stream_text
+        p.StartNamespaceDeclHandler = self._on_ns_start
+        p.EndNamespaceDeclHandler = self._on_ns_end
+        p.CommentHandler = _restricted("comments")
+        p.ProcessingInstructionHandler = _restricted("processing instructions")
+        p.StartDoctypeDeclHandler = _restricted("document type declarations")
+        p.EntityDeclHandler = _restricted("entity declarations")
+        p.UnparsedEntityDeclHandler = _restricted("unparsed entities")
+        p.NotationDeclHandler = _restricted("notation declarations")
+        p.ElementDeclHandler = _restricted("element declarations")
+        p.AttlistDeclHandler = _restricted("attribute list declarations")
+        p.ExternalEntityRefHandler = _restricted("external entities")
+        p.SkippedEntityHandler = _restricted("entity references")
+        self._p = p
+
+    # ------------------------------------------------------------------ API
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes, in order."""
+        if self._error is not None:
+            raise self._error
+        self.bytes_fed += len(data)
+        if self._closed or not data:
+            return []
+        events = self._events = []
+        try:
+            if len(data) <= _PARSE_SLICE:
+                self._parse(data)
+            else:
+                view = memoryview(data)
+                for i in range(0, len(data), _PARSE_SLICE):
+                    self._parse(view[i : i + _PARSE_SLICE])
+                    if self._closed:
+                        break
+        except _Closed:
+            pass
+        except StreamError as exc:
+            self._fail(exc)
+        except expat.ExpatError as exc:
+            self._fail(self._convert(exc))
+        if self._closed:
+            self._release()
+        elif self._error is not None and not events:
+            raise self._error
+        return events
+
+    # ------------------------------------------------------------ internals
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        buf = self._buf
+        buf += data
+        self._p.Parse(data, False)
+        # bookkeeping after expat has seen this piece
+        fed = self._base + len(buf)
+        depth = self._depth
+        if depth >= 2:
+            start = self._stanza_start
+            if fed - start > self.max_stanza_bytes:
+                raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
+            keep = start
+        elif depth == 1:
+            scan = self._scan
+            pos = _WHITESPACE.match(buf, scan - self._base).end() + self._base
+            self._ws_run += pos - scan
+            self._scan = pos
+            if self._ws_run > MAX_WHITESPACE_RUN:
+                raise StreamError(C.POLICY_VIOLATION, f"more than {MAX_WHITESPACE_RUN} bytes of whitespace between stanzas")
+            if fed - pos > self.max_stanza_bytes:
+                raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
+            keep = pos
+        else:
+            if fed > MAX_HEADER_BYTES:
+                raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")
+            return  # keep everything before the header (it is bounded)
+        if keep > self._base:
+            del buf[: keep - self._base]
+            self._base = keep
+
+    def _fail(self, exc: StreamError) -> None:
+        self._error = exc
+        self._release()
+
+    def _release(self) -> None:
+        self._buf = bytearray()
+        self._builder = None
+        p = self._p
+        p.StartElementHandler = p.EndElementHandler = p.CharacterDataHandler = None
+
+    def _convert(self, exc: expat.ExpatError) -> StreamError:
+        code = exc.code
+        message = expat.ErrorString(code)
+        where = self._p.ErrorByteIndex
+        if code in _ENCODING_ERRORS:
+            return StreamError(C.UNSUPPORTED_ENCODING, f"only UTF-8 is supported ({message})")
+        if code in _ENTITY_ERRORS:
+            return StreamError(C.RESTRICTED_XML, f"entities are not allowed in XMPP ({message}, RFC 6120 §11.1)")
+        # A DTD where expat cannot report it as one (inside content) is still
+        # restricted XML rather than merely malformed.
+        pos = where - self._base
+        if 0 <= pos < len(self._buf) and self._buf.startswith(_DTD_MARKUP, pos):
+            return StreamError(C.RESTRICTED_XML, "DTD declarations are not allowed in XMPP (RFC 6120 §11.1)")
+        return StreamError(C.NOT_WELL_FORMED, f"{message} at byte {where}")
+
+    # --------------------------------------------------------- expat handlers
+
+    def _on_xml_decl(self, version: str, encoding: str | None, standalone: int) -> None:
+        if encoding is not None and encoding.lower() != "utf-8":
+            raise StreamError(C.UNSUPPORTED_ENCODING, f"encoding {encoding!r} is not supported, use UTF-8")
+
+    def _on_ns_start(self, prefix: str | None, uri: str) -> None:
+        if self._depth:
+            if prefix:
+                inner = self._inner_prefixes
+                inner[prefix] = inner.get(prefix, 0) + 1
+        elif prefix is None:
+            self._header_default_ns = uri
+
+    def _on_ns_end(self, prefix: str | None) -> None:
+        if prefix and self._depth:
+            self._inner_prefixes[prefix] -= 1
+
+    def _on_stream_text(self, text: str) -> None:
+        # only called between stanzas (inside a stanza text goes to the builder)
+        if text.strip(_WS_CHARS):
+            raise StreamError(C.BAD_FORMAT, "text is not allowed between stanzas")
+
+    def _on_start(self, name: str, attrs: dict[str, str]) -> None:
+        names = self._names
+        tag = names[name]
+        if attrs and "}" in "".join(attrs):
+            fixed = {names[k]: v for k, v in attrs.items()}
+        else:
+            fixed = attrs
+        depth = self._depth + 1
+        if depth == 2:
+            p = self._p
+            start = p.CurrentByteIndex
+            m = _START_TAG.match(self._buf, start - self._base)
+            assert m is not None, "expat reported a start tag the scanner cannot find"
+            self._stanza_start = start
+            self._stanza_tag_len = m.end() - m.start()
+            self._stanza_empty = self._buf[m.end() - 2] == 0x2F  # '/>'
+            self._self_contained = True
+            builder = self._builder = ET.TreeBuilder()
+            p.CharacterDataHandler = builder.data
+        elif depth == 1:
+            self._depth = 1
+            self._on_header(tag, fixed)
+            return
+        elif depth - 1 > self.max_depth:
+            raise StreamError(C.POLICY_VIOLATION, f"elements nested deeper than {self.max_depth}")
+        else:
+            builder = self._builder
+        self._depth = depth
+        if self._self_contained:
+            prefixed = names.prefixed
+            if prefixed and (name in prefixed or (attrs and not prefixed.keys().isdisjoint(attrs))):
+                inner = self._inner_prefixes
+                for n in (name, *attrs):
+                    pfx = prefixed.get(n)
+                    if pfx is not None and not inner.get(pfx):
+                        self._self_contained = False
+                        break
+        builder.start(tag, fixed)
+
+    def _on_header(self, tag: str, attrs: dict[str, str]) -> None:
+        if tag != _STREAM_TAG:
+            raise StreamError(C.INVALID_NAMESPACE, f"expected <stream:stream> in namespace {NS_STREAM}, got {tag}")
+        start = self._p.CurrentByteIndex
+        m = _START_TAG.match(self._buf, start - self._base)
+        assert m is not None, "expat reported a start tag the scanner cannot find"
+        end = m.end() + self._base
+        if end > MAX_HEADER_BYTES:
+            raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")
+        self._header_empty = self._buf[m.end() - 2] == 0x2F  # <stream:stream/>
+        self._header_end = end
+        self._scan = end
+        self._events.append(StreamOpen(tag, dict(attrs), self._header_default_ns, end))
+
+    def _on_end(self, name: str) -> None:
+        depth = self._depth
+        self._depth = depth - 1
+        if depth > 2:
+            self._builder.end(name)
+            return
+        p = self._p
+        base = self._base
+        buf = self._buf
+        if depth == 2:
+            start = self._stanza_start
+            if self._stanza_empty:
+                end = start + self._stanza_tag_len
+            else:
+                end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
+            if end - start > self.max_stanza_bytes:
+                raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
+            elem = self._builder.end(name)
+            self._builder = None
+            p.CharacterDataHandler = self._on_stream_text
+            self._events.append(
+                Stanza(elem, bytes(buf[start - base : end - base]), self._stanza_tag_len, self._self_contained, end)
+            )
+            self._scan = end
+            self._ws_run = 0
+            return
+        # depth == 1: </stream:stream>
+        if self._header_empty:  # <stream:stream .../>
+            end = self._header_end
+        else:
+            end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
+        self._events.append(StreamClose(end))
+        self._closed = True
+        raise _Closed

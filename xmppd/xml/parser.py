@@ -84,6 +84,7 @@ C = StreamErrorCondition
 _START_TAG = re.compile(rb"""<(?:[^'">]++|'[^']*+'|"[^"]*+")*+>""")
 _WHITESPACE = re.compile(rb"[ \t\r\n]*+")
 _WS_CHARS = " \t\r\n"
+_UTF16_START = (0x00, 0xFE, 0xFF)
 _DTD_MARKUP = (b"<!DOCTYPE", b"<!ENTITY", b"<!ELEMENT", b"<!ATTLIST", b"<!NOTATION")
 
 
@@ -267,6 +268,10 @@ class StreamParser:
     def _parse(self, data: bytes | memoryview) -> None:
         buf = self._buf
         buf += data
+        if not self._depth and (buf[0] in _UTF16_START or (len(buf) > 1 and buf[1] == 0)):
+            # expat sniffs UTF-16 (byte order mark, or a NUL in the first two
+            # bytes) even with UTF-8 forced; none of these can start UTF-8 XML
+            raise StreamError(C.UNSUPPORTED_ENCODING, "UTF-16 is not supported, use UTF-8 (RFC 6120 §11.6)")
         self._p.Parse(data, False)
         # bookkeeping after expat has seen this piece
         fed = self._base + len(buf)
@@ -314,8 +319,8 @@ class StreamParser:
             return StreamError(C.RESTRICTED_XML, f"entities are not allowed in XMPP ({message}, RFC 6120 §11.1)")
         # A DTD where expat cannot report it as one (inside content) is still
         # restricted XML rather than merely malformed.
-        pos = where - self._base
-        if 0 <= pos < len(self._buf) and self._buf.startswith(_DTD_MARKUP, pos):
+        pos = self._buf.rfind(b"<", 0, where - self._base + 1)
+        if pos >= 0 and self._buf.startswith(_DTD_MARKUP, pos):
             return StreamError(C.RESTRICTED_XML, "DTD declarations are not allowed in XMPP (RFC 6120 §11.1)")
         return StreamError(C.NOT_WELL_FORMED, f"{message} at byte {where}")
 
@@ -354,7 +359,8 @@ class StreamParser:
             p = self._p
             start = p.CurrentByteIndex
             m = _START_TAG.match(self._buf, start - self._base)
-            assert m is not None, "expat reported a start tag the scanner cannot find"
+            if m is None:  # pragma: no cover - would be a bug in the scanner
+            raise RuntimeError("expat reported a start tag the scanner cannot find")
             self._stanza_start = start
             self._stanza_tag_len = m.end() - m.start()
             self._stanza_empty = self._buf[m.end() - 2] == 0x2F  # '/>'
@@ -386,7 +392,8 @@ class StreamParser:
             raise StreamError(C.INVALID_NAMESPACE, f"expected <stream:stream> in namespace {NS_STREAM}, got {tag}")
         start = self._p.CurrentByteIndex
         m = _START_TAG.match(self._buf, start - self._base)
-        assert m is not None, "expat reported a start tag the scanner cannot find"
+        if m is None:  # pragma: no cover - would be a bug in the scanner
+            raise RuntimeError("expat reported a start tag the scanner cannot find")
         end = m.end() + self._base
         if end > MAX_HEADER_BYTES:
             raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")

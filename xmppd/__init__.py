@@ -1,0 +1,3 @@
+"""xmppd: an XMPP server built around TLS client-certificate login."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Shared pytest configuration."""
+
+import logging
+
+logging.getLogger("slixmpp").setLevel(logging.WARNING)

@@ -1,0 +1,68 @@
+"""The hook API modules are built on.
+
+Every hook is declared here once.  Modules register handlers in
+``Module.setup()``; the router calls them.  Built-in features use exactly
+this API, so a third-party module can do anything they do.
+
+Hooks
+-----
+``iq_server`` (namespace, type) -> handler(session, element)
+    iq addressed to the server domain (RFC 6120 §10.3).
+``iq_account`` (namespace, type) -> handler(session, element)
+    iq addressed to a bare JID, handled on behalf of the account (RFC 6121 §8.5.1).
+    A handler returns a reply Element, None (it replied itself), or an awaitable of either.
+``session_bound(session)`` / ``session_closed(session)``
+    run in priority order (lower first).
+``message_undeliverable(router, sender, to, stanza) -> bool``
+    a message for a local account with no available resource (offline storage
+    claims it by returning True); unclaimed → service-unavailable.
+``disco features / identities``
+    static data declared by modules (``Module.features``, ``Module.identities``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Hooks", "PRIO_EARLY", "PRIO_NORMAL", "PRIO_LATE"]
+
+PRIO_EARLY = 10
+PRIO_NORMAL = 50
+PRIO_LATE = 90
+
+IqHandler = Callable[[Any, Any], Any]
+
+
+@dataclass
+class Hooks:
+    iq_server: dict[tuple[str, str], IqHandler] = field(default_factory=dict)
+    iq_account: dict[tuple[str, str], IqHandler] = field(default_factory=dict)
+    #: account iq handlers other users may call too (e.g. disco on someone's bare JID)
+    iq_account_public: set[tuple[str, str]] = field(default_factory=set)
+    features: set[str] = field(default_factory=set)
+    identities: set[tuple[str, str, str]] = field(default_factory=set)  # (category, type, name)
+    _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
+
+    EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable"})
+
+    def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
+        if event not in self.EVENTS:
+            raise ValueError(f"unknown hook {event!r}")
+        lst = self._events.setdefault(event, [])
+        lst.append((priority, handler))
+        lst.sort(key=lambda p: p[0])
+
+    def handlers(self, event: str) -> list[Callable]:
+        return [h for _, h in self._events.get(event, ())]
+
+    def iq(self, namespace: str, *, get: IqHandler | None = None, set: IqHandler | None = None,
+           account: bool = False, public: bool = False) -> None:
+        table = self.iq_account if account else self.iq_server
+        for typ, h in (("get", get), ("set", set)):
+            if h is not None:
+                if (namespace, typ) in table:
+                    raise ValueError(f"two handlers for iq {typ} {namespace}")
+                table[(namespace, typ)] = h
+                if account and public:
+                    self.iq_account_public.add((namespace, typ))

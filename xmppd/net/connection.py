@@ -1,0 +1,372 @@
+"""The thin shell of a client connection: bytes <-> TLS engine <-> XML parser <-> C2SMachine.
+
+Idle connections own no task and no timer: timeouts are enforced by the
+listener's sweep, and a task exists only while the auth backend is being
+asked (reading is paused meanwhile, so events are handled strictly in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from auth.base import AuthUnavailable, CertDecision
+
+from ..errors import StanzaErrorCondition, StreamError, StreamErrorCondition
+from ..jid import JID, InvalidJID
+from ..sasl.base import NeedCertAuthorization, NeedPasswordCheck, NeedScramCredentials
+from ..stream.c2s import (
+    AuthFinished,
+    C2SMachine,
+    CloseStream,
+    Deliver,
+    Established,
+    RequestBind,
+    RestartParser,
+    SaslNeed,
+    Send,
+    StartTLS,
+    State,
+)
+from ..tls.engine import TLSFailure
+from ..xml.parser import StreamParser
+
+if TYPE_CHECKING:
+    from .listener import C2SListener
+
+__all__ = ["C2SConnection", "MAX_PREAUTH_BUFFER", "MAX_SEND_BUFFER", "AUTH_BACKEND_TIMEOUT_S"]
+
+log = logging.getLogger("xmppd.c2s")
+
+#: bytes kept from the current pre-authentication parser (to re-feed after a restart)
+MAX_PREAUTH_BUFFER = 64 * 1024
+#: a peer that does not read makes us buffer; beyond this it is disconnected
+MAX_SEND_BUFFER = 8 * 1024 * 1024
+#: longest wait for an auth backend answer before temporary-auth-failure
+AUTH_BACKEND_TIMEOUT_S = 10.0
+#: how long a closing stream may take to flush before the transport is aborted
+CLOSE_GRACE_S = 5.0
+#: resources one account may bind at once
+MAX_RESOURCES_PER_ACCOUNT = 64
+
+
+class C2SConnection(asyncio.Protocol):
+    """One client connection; also the router's ``Session`` once bound."""
+
+    def __init__(self, listener: "C2SListener") -> None:
+        self.listener = listener
+        self.server = listener.server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.machine = C2SMachine(listener.c2s_settings, stream_id_factory=_stream_id)
+        self.parser: StreamParser | None = StreamParser(
+            max_stanza_bytes=listener.c2s_settings.max_stanza_bytes_preauth,
+            max_depth=listener.config.max_xml_depth)
+        self.tls = None
+        self._tls_ready = False
+        self.cert_check = None
+        self.auth_method: str | None = None
+        self._preauth = bytearray()
+        self._current_end = 0
+        self._queue: collections.deque = collections.deque()
+        self._busy = False
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self.started = self.last_rx = time.monotonic()
+        # Session (router) view
+        self.jid: JID | None = None
+        self.available = False
+        self.priority = 0
+        self.last_presence = None
+        self.directed: set[JID] = set()
+        self.bound = False
+
+    def __repr__(self) -> str:
+        return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
+
+    # ------------------------------------------------------------- asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.listener.connections.add(self)
+        if self.listener.c2s_settings.direct_tls:
+            self.tls = self.listener.tls.new_engine()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        if self._closing:
+            return
+        if self.tls is None:
+            self._feed_plain(data)
+            return
+        try:
+            self.tls.feed(data)
+            plain = self.tls.read()
+        except TLSFailure as exc:
+            self._tls_failed(exc)
+            return
+        self._flush_tls()
+        if not self._tls_ready and self.tls.handshake_done:
+            self._on_handshake()
+        if plain and not self._closing:
+            self._feed_plain(plain)
+        if self.tls is not None and self.tls.peer_closed and not self._closing:
+            self._perform(self.machine.close())
+
+    def eof_received(self) -> bool | None:
+        if not self._closing:
+            self._perform(self.machine.close())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.listener.connections.discard(self)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.bound:
+            self.bound = False
+            if self.server.sessions.remove(self):
+                self.server.router.session_ended(self)
+            for handler in self.server.hooks.handlers("session_closed"):
+                handler(self)
+        self.transport = None
+
+    # ------------------------------------------------------------- output
+    def send_bytes(self, data: bytes) -> None:
+        tr = self.transport
+        if tr is None or self._closing:
+            return
+        if self.tls is not None:
+            self.tls.write(data)
+            data = self.tls.outgoing()
+        tr.write(data)
+        if tr.get_write_buffer_size() > MAX_SEND_BUFFER and not self._closing:
+            log.warning("%r: peer does not read, disconnecting", self)
+            self._closing = True
+            tr.abort()
+
+    def _flush_tls(self) -> None:
+        if self.tls is not None and self.transport is not None:
+            out = self.tls.outgoing()
+            if out:
+                self.transport.write(out)
+
+    def close_stream(self, condition: StreamErrorCondition | None, text: str = "") -> None:
+        """Server side: end this stream (with an error if ``condition`` is set)."""
+        if condition is None:
+            self._perform(self.machine.close())
+        else:
+            self._perform(self.machine.stream_error(condition, text))
+
+    # ------------------------------------------------------------- input
+    def _feed_plain(self, data: bytes) -> None:
+        if self.parser is None:
+            return
+        if not self.machine.authenticated or self.machine.state is not State.BOUND:
+            self._preauth += data
+            if len(self._preauth) > MAX_PREAUTH_BUFFER:
+                self._perform(self.machine.stream_error(
+                    StreamErrorCondition.POLICY_VIOLATION, "too much data before the session started"))
+                return
+        try:
+            events = self.parser.feed(data)
+        except StreamError as exc:
+            self._queue.clear()
+            self._perform(self.machine.stream_error(exc.condition, exc.text))
+            return
+        if events:
+            self._queue.extend(events)
+            self._pump()
+
+    def _pump(self) -> None:
+        while self._queue and not self._busy and not self._closing:
+            ev = self._queue.popleft()
+            self._current_end = ev.end
+            try:
+                actions = self.machine.receive(ev)
+                self._perform(actions)
+            except Exception:  # a bug of ours must not take the server down
+                log.exception("%r: internal error handling %r", self, type(ev).__name__)
+                self._perform(self.machine.stream_error(StreamErrorCondition.INTERNAL_SERVER_ERROR,
+                                                        "internal error"))
+
+    def _perform(self, actions: list) -> None:
+        for a in actions:
+            kind = type(a)
+            if kind is Deliver:
+                self.server.router.from_client(self, a.stanza)
+            elif kind is Send:
+                self.send_bytes(a.data)
+            elif kind is SaslNeed:
+                self._start_task(self._answer_need(a))
+            elif kind is AuthFinished:
+                self._auth_finished(a)
+            elif kind is RestartParser:
+                self._restart_parser(a.max_stanza_bytes)
+            elif kind is StartTLS:
+                self._start_tls()
+            elif kind is RequestBind:
+                self._bind(a)
+            elif kind is Established:
+                self.listener.established(self)
+            elif kind is CloseStream:
+                self._close(a)
+                return
+
+    def _start_task(self, coro: Any) -> None:
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._task = asyncio.ensure_future(coro)
+
+    def _resume(self) -> None:
+        self._busy = False
+        self._task = None
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+            self._pump()
+
+    # ------------------------------------------------------------- TLS
+    def _start_tls(self) -> None:
+        leftover = bytes(self._preauth[self._current_end:])
+        self._preauth = bytearray()
+        self._queue.clear()
+        self.parser = None
+        self.tls = self.listener.tls.new_engine()
+        if leftover:
+            self.data_received(leftover)
+
+    def _on_handshake(self) -> None:
+        self._tls_ready = True
+        self.cert_check = check = self.tls.peer_cert_check()
+        if check.presented and not check.ok:
+            self.listener.audit_cert_rejected(self, check)
+        self._perform(self.machine.tls_established(self.listener.sasl_offer(self)))
+
+    def _tls_failed(self, exc: TLSFailure) -> None:
+        self._flush_tls()  # the alert
+        self.listener.audit_tls_failure(self, exc.reason)
+        log.info("%s: TLS failed: %s", self.peer, exc.reason)
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _restart_parser(self, max_stanza_bytes: int) -> None:
+        leftover = bytes(self._preauth[self._current_end:]) if self.parser is not None else b""
+        self._preauth = bytearray()
+        self._queue.clear()
+        self._current_end = 0
+        self.parser = StreamParser(max_stanza_bytes=max_stanza_bytes,
+                                   max_depth=self.listener.config.max_xml_depth)
+        if leftover:
+            self._feed_plain(leftover)
+
+    # ------------------------------------------------------------- SASL
+    async def _answer_need(self, a: SaslNeed) -> None:
+        chain = self.listener.auth_chain
+        need = a.need
+        domain = self.machine.domain
+        try:
+            async with asyncio.timeout(AUTH_BACKEND_TIMEOUT_S):
+                if isinstance(need, NeedScramCredentials):
+                    found = await chain.get_scram(need.username, domain, need.hash_name)
+                    answer: Any = found[0] if found else None
+                    self.auth_method = found[1] if found else None
+                elif isinstance(need, NeedPasswordCheck):
+                    method = await chain.check_password(need.username, domain, need.password)
+                    answer = method is not None
+                    self.auth_method = method
+                elif isinstance(need, NeedCertAuthorization):
+                    decision, method = await chain.authorize_cert(need.username, need.domain,
+                                                                  self.cert_check.facts)
+                    answer = decision
+                    self.auth_method = method
+                else:  # pragma: no cover - a new Need kind without a handler is a bug
+                    raise TypeError(need)
+            actions = self.machine.sasl_answer(answer)
+        except AuthUnavailable as exc:
+            actions = self.machine.sasl_unavailable(exc.reason)
+        except TimeoutError:
+            actions = self.machine.sasl_unavailable("auth backend timed out")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%r: auth backend error", self)
+            actions = self.machine.sasl_unavailable("auth backend error")
+        self._perform(actions)
+        self._resume()
+
+    def _auth_finished(self, a: AuthFinished) -> None:
+        self.listener.audit_auth(self, a, self.auth_method)
+        if a.ok:
+            if a.strategy == "auth_id":
+                log.warning("%s logged in as %s@%s via the auth_id rule: the certificate has no "
+                            "xmppAddr and the client chose its own identity", self.peer, a.username, a.domain)
+            self.server.note_login(a.username, a.domain, self.auth_method or a.mechanism)
+
+    # ------------------------------------------------------------- bind
+    def _bind(self, a: RequestBind) -> None:
+        resource = a.resource
+        if resource is not None:
+            try:
+                JID(a.username, a.domain, resource)
+            except InvalidJID:
+                resource = None  # RFC 6120 §7.7.2.1: the server may generate one instead
+        if resource is None:
+            resource = "xmppd-" + secrets.token_hex(6)
+        jid = JID(a.username, a.domain, resource)
+        sessions = self.server.sessions
+        if (len(sessions.resources(jid.bare)) >= MAX_RESOURCES_PER_ACCOUNT
+                and sessions.get(jid) is None):
+            self._perform(self.machine.bind_failed(a.iq_id, StanzaErrorCondition.RESOURCE_CONSTRAINT,
+                                                   "too many resources bound for this account"))
+            return
+        self.jid = jid
+        old = sessions.add(self)
+        self.bound = True
+        if old is not None:
+            old.bound = False  # its removal must not undo our registration
+            old.close_stream(StreamErrorCondition.CONFLICT, "replaced by a new session for this resource")
+        self._perform(self.machine.bind_done(str(jid), a.iq_id))
+        for handler in self.server.hooks.handlers("session_bound"):
+            handler(self)
+
+    # ------------------------------------------------------------- close
+    def _close(self, a: CloseStream) -> None:
+        if a.condition is not None and a.condition is not StreamErrorCondition.CONFLICT:
+            log.info("%s: stream error %s: %s", self.peer, a.condition.value, a.text)
+        self._queue.clear()
+        self._closing = True
+        tr = self.transport
+        if tr is None:
+            return
+        if self.tls is not None and self._tls_ready:
+            try:
+                self.tls.close()
+            except Exception:  # noqa: BLE001 - nothing more to say to this peer
+                pass
+            self._flush_tls()
+        tr.close()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, tr.abort)
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the listener's sweep."""
+        if self._closing:
+            return
+        cfg = self.listener.config
+        if not self.bound and now - self.started > cfg.negotiation_timeout_s:
+            self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
+                                                    "stream negotiation took too long"))
+        elif now - self.last_rx > cfg.idle_timeout_s:
+            self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
+                                                    "no data received for too long"))
+
+
+def _stream_id() -> str:
+    return secrets.token_hex(8)

@@ -1,0 +1,188 @@
+"""A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM
+from auth.registry import AuthChain
+
+from ..config import C2SListener as ListenerConfig
+from ..sasl import ExternalPolicy, create_mechanism
+from ..stream.c2s import AuthFinished, C2SSettings, SaslOffer
+from ..tls.context import ServerTLS
+from .connection import C2SConnection
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+__all__ = ["C2SListener", "SWEEP_INTERVAL_S", "config_mechanism_name"]
+
+log = logging.getLogger("xmppd.listener")
+
+#: how often timeouts (negotiation, idle) are checked
+SWEEP_INTERVAL_S = 1.0
+
+
+def config_mechanism_name(name: str) -> str:
+    """``scram_sha256_plus`` (TOML, MongooseIM style) → ``SCRAM-SHA-256-PLUS``."""
+    if name.startswith("scram_sha"):
+        bits = name[len("scram_sha"):]
+        plus = bits.endswith("_plus")
+        bits = bits.removesuffix("_plus")
+        return f"SCRAM-SHA-{bits}" + ("-PLUS" if plus else "")
+    return name.upper()
+
+
+_FAMILY = {"EXTERNAL": SASL_EXTERNAL, "PLAIN": SASL_PASSWORD}
+
+
+class C2SListener:
+    def __init__(self, server: "Server", config: ListenerConfig, index: int) -> None:
+        self.server = server
+        self.config = config
+        self.name = f"c2s[{index}]"
+        t = config.tls
+        self.tls = ServerTLS(certfile=t.certfile, keyfile=t.keyfile, cacertfile=t.cacertfile,
+                             verify_mode=t.verify_mode, disconnect_on_failure=t.disconnect_on_failure,
+                             crl_files=t.crl_files, versions=t.versions, ciphers=t.ciphers,
+                             key_password=t.password)
+        self.auth_chain: AuthChain = server.auth_chain.restricted(config.allowed_auth_methods or None)
+        auth = server.config.auth
+        self.c2s_settings = C2SSettings(
+            hosts=frozenset(server.config.general.hosts),
+            default_domain=server.config.general.default_server_domain,
+            direct_tls=t.mode == "tls",
+            max_stanza_bytes=config.max_stanza_bytes,
+            max_stanza_bytes_preauth=config.max_stanza_bytes_preauth,
+            max_auth_attempts=config.max_auth_attempts,
+        )
+        self.mechanisms = tuple(config_mechanism_name(n) for n in auth.sasl_mechanisms)
+        self.external_policy = ExternalPolicy(
+            strategies=tuple(auth.sasl_external),
+            cn_prefix=auth.sasl_external_common_name.prefix,
+            cn_suffix=auth.sasl_external_common_name.suffix)
+        self.connections: set[C2SConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._accept, host=self.config.ip_address, port=self.config.port,
+            backlog=self.config.backlog, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.name = f"c2s:{self.port}"
+        self._sweeper = asyncio.create_task(self._sweep())
+        log.info("listening on %s:%s (%s)", self.config.ip_address, self.port, self.config.tls.mode)
+
+    def _accept(self) -> asyncio.Protocol:
+        if len(self.connections) >= self.config.max_connections:
+            log.warning("%s: max_connections (%d) reached, refusing", self.name, self.config.max_connections)
+            return _Refuse()
+        return C2SConnection(self)
+
+    async def stop(self, text: str = "server shutting down") -> None:
+        from ..errors import StreamErrorCondition
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN, text)
+        if self._server is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                pass
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+
+    def established(self, conn: C2SConnection) -> None:
+        """A session was bound on this listener."""
+
+    # ------------------------------------------------------------ SASL offer
+    def sasl_offer(self, conn: C2SConnection) -> SaslOffer:
+        engine = conn.tls
+        check = conn.cert_check
+        bindings = {}
+        for kind in ("tls-exporter", "tls-server-end-point"):
+            data = engine.channel_binding(kind)
+            if data:
+                bindings[kind] = data
+        cert_ok = bool(check is not None and check.ok and check.facts is not None)
+        names: list[str] = []
+        withheld: dict[str, str] = {}
+        for name in self.mechanisms:
+            family = _FAMILY.get(name, SASL_SCRAM)
+            if not self.auth_chain.supports(family):
+                continue
+            if name == "EXTERNAL" and not cert_ok:
+                withheld[name] = (check.reason if check is not None and check.reason else "no-cert")
+                continue
+            if name.endswith("-PLUS") and not bindings:
+                continue
+            names.append(name)
+        offered = tuple(names)
+        facts = check.facts if cert_ok else None
+        policy = self.external_policy
+
+        def factory(name: str, domain: str):
+            return create_mechanism(name, offered=offered, channel_bindings=bindings,
+                                    cert_facts=facts, stream_domain=domain, external_policy=policy)
+
+        return SaslOffer(offered, factory, withheld)
+
+    # ------------------------------------------------------------ audit
+    def _cert_fields(self, check) -> dict:
+        if check is None or check.facts is None:
+            return {}
+        f = check.facts
+        return {"cert_fingerprint": f.fingerprint_sha256, "cert_serial": f.serial_hex,
+                "cert_issuer": f.issuer, "cert_subject": f.subject}
+
+    def audit_auth(self, conn: C2SConnection, a: AuthFinished, method: str | None) -> None:
+        rec = {
+            "event": "auth", "listener": self.name, "peer": conn.peer, "mechanism": a.mechanism,
+            "result": "success" if a.ok else "failure",
+            "jid": f"{a.username}@{a.domain}" if a.username else None,
+            "reason": a.reason, "condition": a.condition, "auth_method": method if a.ok else None,
+        }
+        if a.strategy:
+            rec["strategy"] = a.strategy
+        if a.authzid:
+            rec["authzid"] = a.authzid
+        if a.mechanism == "EXTERNAL" or (not a.ok and conn.cert_check is not None):
+            rec.update(self._cert_fields(conn.cert_check))
+        self.server.audit.write(rec)
+
+    def audit_cert_rejected(self, conn: C2SConnection, check) -> None:
+        rec = {"event": "client-cert", "listener": self.name, "peer": conn.peer,
+               "result": "rejected", "reason": check.reason}
+        if check.facts is not None:
+            rec.update(self._cert_fields(check))
+            rec["cert_xmpp_addrs"] = list(check.facts.xmpp_addrs)
+        self.server.audit.write(rec)
+
+    def audit_tls_failure(self, conn: C2SConnection, reason: str) -> None:
+        self.server.audit.write({"event": "tls", "listener": self.name, "peer": conn.peer,
+                                 "result": "failure", "reason": reason})
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()

@@ -1,0 +1,313 @@
+"""Stanza routing between local sessions (RFC 6120 §8, RFC 6121 §8.5).
+
+The server always stamps ``from`` with the sender's full JID
+(RFC 6120 §8.1.2.1).  Payloads are relayed byte-for-byte: only the start tag
+of the stanza is rewritten ("Routing fast path" in DESIGN.md); a stanza that
+uses a namespace prefix declared outside itself is re-serialised instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from .errors import StanzaErrorCondition, StreamErrorCondition
+from .hooks import Hooks
+from .jid import JID, InvalidJID
+from .sessions import Session, SessionRegistry
+from .stream.c2s import iq_error
+from .xml.parser import Stanza
+from .xml.writer import rewrite_start_tag, serialize
+
+__all__ = ["Router"]
+
+log = logging.getLogger("xmppd.router")
+
+C = "{jabber:client}"
+MESSAGE, PRESENCE, IQ = f"{C}message", f"{C}presence", f"{C}iq"
+_IQ_TYPES = frozenset({"get", "set", "result", "error"})
+_MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
+_PRESENCE_TYPES = frozenset({None, "unavailable", "subscribe", "subscribed", "unsubscribe",
+                             "unsubscribed", "probe", "error"})
+#: limit on directed-presence targets remembered per session (for unavailable on close)
+MAX_DIRECTED_PRESENCE = 1000
+
+
+class Router:
+    def __init__(self, hosts: frozenset[str], sessions: SessionRegistry, hooks: Hooks) -> None:
+        self.hosts = hosts
+        self.sessions = sessions
+        self.hooks = hooks
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ output
+    @staticmethod
+    def _bytes_for(stanza: Stanza | None, element: Element, attrs: dict[str, str]) -> bytes:
+        if stanza is not None and stanza.self_contained:
+            return rewrite_start_tag(stanza.raw, stanza.start_tag_len, attrs)
+        for k, v in attrs.items():
+            element.set(k, v)
+        return serialize(element)
+
+    def send_element(self, session: Session, element: Element) -> None:
+        session.send_bytes(serialize(element))
+
+    def bounce(self, session: Session | None, element: Element, condition: StanzaErrorCondition,
+               text: str = "", *, from_: str | None = None) -> None:
+        """Reply with an error to the sender (never for errors: RFC 6120 §8.3.1)."""
+        if element.get("type") == "error" or session is None:
+            return
+        reply = iq_error(element, condition, text, from_=from_)
+        session.send_bytes(serialize(reply))
+
+    # ------------------------------------------------------------ input
+    def from_client(self, session: Session, stanza: Stanza) -> None:
+        el = stanza.element
+        tag = el.tag
+        sender = session.jid
+        if tag not in (MESSAGE, PRESENCE, IQ):
+            # RFC 6120 §8.1: only the three stanza kinds after negotiation
+            session.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, f"unsupported stanza {tag}")
+            return
+        el.set("from", str(sender))
+        typ = el.get("type")
+        to_text = el.get("to")
+        if to_text is None:
+            to = None
+        else:
+            try:
+                to = JID.parse(to_text)
+            except InvalidJID as exc:
+                self.bounce(session, el, StanzaErrorCondition.JID_MALFORMED, str(exc),
+                            from_=sender.domain)
+                return
+        if tag == IQ:
+            if typ not in _IQ_TYPES or (typ in ("get", "set") and len(el) != 1):
+                self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST,
+                            "an iq get/set carries exactly one payload element", from_=sender.domain)
+                return
+            self._iq(session, stanza, to)
+        elif tag == MESSAGE:
+            if typ is not None and typ not in _MESSAGE_TYPES:
+                typ = "normal"
+            self._message(session, stanza, to or sender.bare, typ or "normal")
+        else:
+            if typ not in _PRESENCE_TYPES:
+                self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST, "unknown presence type",
+                            from_=sender.domain)
+                return
+            self._presence(session, stanza, to, typ)
+
+    # ------------------------------------------------------------ iq
+    def _iq(self, session: Session, stanza: Stanza, to: JID | None) -> None:
+        el = stanza.element
+        sender = session.jid
+        typ = el.get("type")
+        if to is None or (to.local is None and to.resource is None and to.domain in self.hosts):
+            # to the server itself (RFC 6120 §10.3); no 'to' means the account, handled like the server
+            table = self.hooks.iq_server if to is not None else self.hooks.iq_account
+            self._dispatch_iq(session, el, table, default_from=(to and str(to)) or str(sender.bare))
+            return
+        if to.domain not in self.hosts:
+            self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND,
+                        f"no route to {to.domain}", from_=to.domain)
+            return
+        if to.local is None:
+            self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=str(to))
+            return
+        if to.resource is None:
+            # RFC 6121 §8.5.2.1.3 / §8.5.1: handled by the server on behalf of the account
+            if to == sender.bare:
+                self._dispatch_iq(session, el, self.hooks.iq_account, default_from=str(to))
+            else:
+                self._dispatch_iq(session, el, self.hooks.iq_account, default_from=str(to), other=True)
+            return
+        target = self.sessions.get(to)
+        if target is None:
+            if typ in ("get", "set"):
+                self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=str(to))
+            return  # results/errors to gone resources are dropped (RFC 6121 §8.5.3.2.2)
+        target.send_bytes(self._bytes_for(stanza, el, {"from": str(sender)}))
+
+    def _dispatch_iq(self, session: Session, el: Element, table: dict, *, default_from: str,
+                     other: bool = False) -> None:
+        typ = el.get("type")
+        if typ in ("result", "error"):
+            return  # answers to server pings etc.; nothing waits on them yet
+        payload = el[0]
+        ns = payload.tag[1:].partition("}")[0] if payload.tag.startswith("{") else ""
+        handler = table.get((ns, typ))
+        if handler is None or (other and (ns, typ) not in self.hooks.iq_account_public):
+            self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE,
+                        from_=default_from)
+            return
+        try:
+            result = handler(session, el)
+        except Exception:
+            log.exception("iq handler for %s failed", ns)
+            self.bounce(session, el, StanzaErrorCondition.INTERNAL_SERVER_ERROR, from_=default_from)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._finish_iq(session, el, result, default_from))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif result is not None:
+            self._send_iq_reply(session, el, result, default_from)
+
+    async def _finish_iq(self, session: Session, el: Element, awaitable: Any, default_from: str) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            log.exception("iq handler failed")
+            self.bounce(session, el, StanzaErrorCondition.INTERNAL_SERVER_ERROR, from_=default_from)
+            return
+        if result is not None:
+            self._send_iq_reply(session, el, result, default_from)
+
+    def _send_iq_reply(self, session: Session, request: Element, reply: Element, default_from: str) -> None:
+        if reply.get("id") is None and request.get("id") is not None:
+            reply.set("id", request.get("id"))
+        reply.set("to", str(session.jid))
+        if reply.get("from") is None:
+            reply.set("from", request.get("to") or default_from)
+        session.send_bytes(serialize(reply))
+
+    # ------------------------------------------------------------ message
+    def _message(self, session: Session, stanza: Stanza, to: JID, typ: str) -> None:
+        el = stanza.element
+        sender = session.jid
+        if to.domain not in self.hosts:
+            self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND,
+                        f"no route to {to.domain}", from_=to.domain)
+            return
+        if to.local is None:
+            return  # messages to the server itself: nothing to do (RFC 6121 §8.5.1)
+        attrs = {"from": str(sender)}
+        if to.resource is not None:
+            target = self.sessions.get(to)
+            if target is not None:
+                target.send_bytes(self._bytes_for(stanza, el, attrs))
+                return
+            # RFC 6121 §8.5.3.2.1: no such resource — treat as bare for normal/chat/headline
+            if typ in ("groupchat", "error"):
+                if typ == "groupchat":
+                    self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=str(to))
+                return
+        bare = to.bare
+        available = [s for s in self.sessions.resources(bare) if s.available and s.priority >= 0]
+        if typ == "error":
+            return  # RFC 6121 §8.5.2.1.1: errors to the bare JID are dropped silently when no match
+        if typ == "groupchat":
+            self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=str(bare))
+            return
+        if available:
+            if typ == "headline":
+                targets = available
+            else:
+                top = max(s.priority for s in available)
+                targets = [s for s in available if s.priority == top]
+            data = self._bytes_for(stanza, el, attrs)
+            for target in targets:
+                target.send_bytes(data)
+            return
+        for handler in self.hooks.handlers("message_undeliverable"):
+            if handler(self, session, bare, stanza):
+                return
+        self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE,
+                    f"{bare} is not online", from_=str(bare))
+
+    # ------------------------------------------------------------ presence
+    def _presence(self, session: Session, stanza: Stanza, to: JID | None, typ: str | None) -> None:
+        el = stanza.element
+        sender = session.jid
+        if to is None:
+            if typ is None or typ == "unavailable":
+                self._broadcast_own(session, stanza, typ)
+            return  # subscription management without 'to' is meaningless
+        if to.domain not in self.hosts:
+            self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND,
+                        f"no route to {to.domain}", from_=to.domain)
+            return
+        if to.local is None:
+            return
+        data = self._bytes_for(stanza, el, {"from": str(sender)})
+        if typ in (None, "unavailable"):
+            directed = getattr(session, "directed", None)
+            if directed is not None:
+                if typ is None and len(directed) < MAX_DIRECTED_PRESENCE:
+                    directed.add(to)
+                elif typ == "unavailable":
+                    directed.discard(to)
+        if to.resource is not None:
+            target = self.sessions.get(to)
+            if target is not None:
+                target.send_bytes(data)
+            return
+        for target in self.sessions.resources(to):
+            if target.available or typ not in (None, "unavailable"):
+                target.send_bytes(data)
+
+    def _broadcast_own(self, session: Session, stanza: Stanza, typ: str | None) -> None:
+        """Presence broadcast to the user's other resources (RFC 6121 §4.2.2, §4.4.2)."""
+        el = stanza.element
+        sender = session.jid
+        was_available = session.available
+        if typ is None:
+            prio = el.findtext(f"{C}priority")
+            try:
+                session.priority = max(-128, min(127, int(prio))) if prio else 0
+            except ValueError:
+                session.priority = 0
+            session.available = True
+            session.last_presence = stanza  # type: ignore[attr-defined]
+        else:
+            session.available = False
+            session.last_presence = None  # type: ignore[attr-defined]
+        others = [s for s in self.sessions.resources(sender.bare) if s is not session]
+        for other in others:
+            to_attrs = {"from": str(sender), "to": str(other.jid)}
+            other.send_bytes(self._bytes_for(stanza, el, to_attrs))
+            if typ is None and not was_available and other.available:
+                # the new resource learns about the others (initial presence)
+                last = getattr(other, "last_presence", None)
+                if last is not None:
+                    session.send_bytes(self._bytes_for(
+                        last, last.element, {"from": str(other.jid), "to": str(sender)}))
+        if typ == "unavailable":
+            self._unavailable_to_directed(session)
+
+    def _unavailable_to_directed(self, session: Session) -> None:
+        directed = getattr(session, "directed", None)
+        if not directed:
+            return
+        data_for = lambda to: (  # noqa: E731
+            f"<presence type='unavailable' from='{_attr(str(session.jid))}' to='{_attr(str(to))}'/>"
+        ).encode()
+        for to in list(directed):
+            if to.resource is not None:
+                target = self.sessions.get(to)
+                targets = [target] if target else []
+            else:
+                targets = self.sessions.resources(to)
+            for t in targets:
+                t.send_bytes(data_for(t.jid))
+        directed.clear()
+
+    def session_ended(self, session: Session) -> None:
+        """Called once when a bound session goes away (any reason)."""
+        if session.available:
+            session.available = False
+            data = f"<presence type='unavailable' from='{_attr(str(session.jid))}'/>".encode()
+            for other in self.sessions.resources(session.jid.bare):
+                if other is not session:
+                    other.send_bytes(data)
+        self._unavailable_to_directed(session)
+
+
+def _attr(value: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
+

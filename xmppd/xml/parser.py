@@ -360,7 +360,7 @@ class StreamParser:
             start = p.CurrentByteIndex
             m = _START_TAG.match(self._buf, start - self._base)
             if m is None:  # pragma: no cover - would be a bug in the scanner
-            raise RuntimeError("expat reported a start tag the scanner cannot find")
+                raise RuntimeError("expat reported a start tag the scanner cannot find")
             self._stanza_start = start
             self._stanza_tag_len = m.end() - m.start()
             self._stanza_empty = self._buf[m.end() - 2] == 0x2F  # '/>'

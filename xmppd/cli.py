@@ -238,7 +238,7 @@ def cmd_user_add(args) -> int:
     pw = _password(args)
 
     async def action(chain, jid) -> int:
-        if not chain.can_register():
+        if not chain.can_register:
             return _fail("no configured auth method stores passwords (add \"sql\" to auth.methods)")
         if not await chain.register(jid.local, jid.domain, pw):
             return _fail(f"{jid} already exists")

@@ -150,16 +150,16 @@ def _restricted(what: str):
 class _Names(dict):
     """Expat triplet name ('uri}local}prefix', 'uri}local', 'local') -> Clark name.
 
-    Names with a namespace prefix other than ``xml`` are also recorded in
-    ``prefixed`` (name -> prefix) so the hot path can tell with one lookup
-    whether an element may use a prefix bound outside the stanza.
+    Names written with a namespace prefix other than ``xml`` are also put in
+    ``prefixed``, so the hot path can tell with one lookup whether an element
+    might depend on a prefix bound outside its stanza.
     """
 
     __slots__ = ("prefixed",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.prefixed: dict[str, str] = {}
+        self.prefixed: set[str] = set()
 
     def __missing__(self, name: str) -> str:
         parts = name.split("}")
@@ -168,9 +168,25 @@ class _Names(dict):
         else:
             clark = "{" + parts[0] + "}" + parts[1]
             if len(parts) == 3 and parts[2] != _XML_PREFIX:
-                self.prefixed[name] = parts[2]
+                self.prefixed.add(name)
         self[name] = clark
         return clark
+
+
+def _reparses_alone(raw: bytes) -> bool:
+    """True iff every namespace prefix ``raw`` uses is declared inside it.
+
+    Only called for stanzas that use a prefix at all (rare: ``<stream:error>``,
+    s2s ``<db:result>``).  ``raw`` is already known to be well-formed, so the
+    only way this parse fails is an unbound prefix.
+    """
+    p = expat.ParserCreate("UTF-8", "}")
+    p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        p.Parse(b"<w>" + raw + b"</w>", True)
+    except expat.ExpatError:
+        return False
+    return True
 
 
 class StreamParser:
@@ -202,9 +218,8 @@ class StreamParser:
         self._stanza_start = 0
         self._stanza_tag_len = 0
         self._stanza_empty = False
-        self._self_contained = True
+        self._uses_prefix = False
         self._builder: ET.TreeBuilder | None = None
-        self._inner_prefixes: dict[str, int] = {}
         self._names = _Names()
 
         p = expat.ParserCreate("UTF-8", "}")
@@ -218,8 +233,7 @@ class StreamParser:
         p.StartElementHandler = self._on_start
         p.EndElementHandler = self._on_end
         p.CharacterDataHandler = self._on_stream_text
-        p.StartNamespaceDeclHandler = self._on_ns_start
-        p.EndNamespaceDeclHandler = self._on_ns_end
+        p.StartNamespaceDeclHandler = self._on_header_ns  # removed after the header
         p.CommentHandler = _restricted("comments")
         p.ProcessingInstructionHandler = _restricted("processing instructions")
         p.StartDoctypeDeclHandler = _restricted("document type declarations")
@@ -330,17 +344,9 @@ class StreamParser:
         if encoding is not None and encoding.lower() != "utf-8":
             raise StreamError(C.UNSUPPORTED_ENCODING, f"encoding {encoding!r} is not supported, use UTF-8")
 
-    def _on_ns_start(self, prefix: str | None, uri: str) -> None:
-        if self._depth:
-            if prefix:
-                inner = self._inner_prefixes
-                inner[prefix] = inner.get(prefix, 0) + 1
-        elif prefix is None:
+    def _on_header_ns(self, prefix: str | None, uri: str) -> None:
+        if prefix is None:
             self._header_default_ns = uri
-
-    def _on_ns_end(self, prefix: str | None) -> None:
-        if prefix and self._depth:
-            self._inner_prefixes[prefix] -= 1
 
     def _on_stream_text(self, text: str) -> None:
         # only called between stanzas (inside a stanza text goes to the builder)
@@ -364,7 +370,7 @@ class StreamParser:
             self._stanza_start = start
             self._stanza_tag_len = m.end() - m.start()
             self._stanza_empty = self._buf[m.end() - 2] == 0x2F  # '/>'
-            self._self_contained = True
+            self._uses_prefix = False
             builder = self._builder = ET.TreeBuilder()
             p.CharacterDataHandler = builder.data
         elif depth == 1:
@@ -376,15 +382,9 @@ class StreamParser:
         else:
             builder = self._builder
         self._depth = depth
-        if self._self_contained:
-            prefixed = names.prefixed
-            if prefixed and (name in prefixed or (attrs and not prefixed.keys().isdisjoint(attrs))):
-                inner = self._inner_prefixes
-                for n in (name, *attrs):
-                    pfx = prefixed.get(n)
-                    if pfx is not None and not inner.get(pfx):
-                        self._self_contained = False
-                        break
+        prefixed = names.prefixed
+        if name in prefixed or (attrs and not prefixed.isdisjoint(attrs)):
+            self._uses_prefix = True
         builder.start(tag, fixed)
 
     def _on_header(self, tag: str, attrs: dict[str, str]) -> None:
@@ -400,6 +400,7 @@ class StreamParser:
         self._header_empty = self._buf[m.end() - 2] == 0x2F  # <stream:stream/>
         self._header_end = end
         self._scan = end
+        self._p.StartNamespaceDeclHandler = None
         self._events.append(StreamOpen(tag, dict(attrs), self._header_default_ns, end))
 
     def _on_end(self, name: str) -> None:
@@ -422,9 +423,9 @@ class StreamParser:
             elem = self._builder.end(name)
             self._builder = None
             p.CharacterDataHandler = self._on_stream_text
-            self._events.append(
-                Stanza(elem, bytes(buf[start - base : end - base]), self._stanza_tag_len, self._self_contained, end)
-            )
+            raw = bytes(buf[start - base : end - base])
+            self_contained = not self._uses_prefix or _reparses_alone(raw)
+            self._events.append(Stanza(elem, raw, self._stanza_tag_len, self_contained, end))
             self._scan = end
             self._ws_run = 0
             return

@@ -448,7 +448,7 @@ def _covers(cert: x509.Certificate, hostnames: Sequence[str]) -> bool:
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):  # InvalidSignature is not a ValueError
+    except Exception:  # InvalidSignature, ValueError (key type mismatch), TypeError
         return False
     return True
 

@@ -10,7 +10,12 @@ BIOs, which is exactly that shape.
 Memory: the context sets ``MODE_RELEASE_BUFFERS`` so an idle connection holds
 no record buffers; the engine itself is a slotted object with a handful of
 references (plaintext written before the handshake completes is the only
-thing it buffers).
+thing it buffers). Measured (glibc ``mallinfo2``, OpenSSL 4.0 bundled with
+cryptography, idle server side after the handshake): Python objects ~0.7 KiB;
+OpenSSL ~17 KiB before any handshake, ~23 KiB TLS 1.2, ~29 KiB TLS 1.3 with a
+classical group, ~34 KiB with the X25519MLKEM768 hybrid group that OpenSSL
+clients offer by default, plus ~10 KiB when a client certificate was
+presented (the session keeps the parsed peer certificate).
 """
 
 from __future__ import annotations

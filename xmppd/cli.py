@@ -76,6 +76,7 @@ async def _serve(config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     ports = ", ".join(f"{lst.config.tls.mode}:{lst.port}" for lst in server.listeners)
     print(f"xmppd ready: {', '.join(config.general.hosts)} on {ports}", flush=True)
     await stop.wait()

@@ -13,6 +13,9 @@ Hooks
     A handler returns a reply Element, None (it replied itself), or an awaitable of either.
 ``session_bound(session)`` / ``session_closed(session)``
     run in priority order (lower first).
+``authorize_cert(user, domain, facts) -> awaitable CertDecision | None``
+    after the auth chain accepted a certificate login: a module may refuse it
+    (certificate registry policy); ``None`` means no opinion.
 ``message_undeliverable(router, sender, to, stanza) -> bool``
     a message for a local account with no available resource (offline storage
     claims it by returning True); unclaimed → service-unavailable.
@@ -44,7 +47,7 @@ class Hooks:
     identities: set[tuple[str, str, str]] = field(default_factory=set)  # (category, type, name)
     _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
 
-    EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable"})
+    EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert"})
 
     def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
         if event not in self.EVENTS:

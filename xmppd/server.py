@@ -51,6 +51,8 @@ class Server:
         self.listeners = [C2SListener(self, lc, i) for i, lc in enumerate(config.listeners)]
         self._bg: set[asyncio.Task] = set()
         self._started = False
+        #: callables run after reload() (e.g. re-check live sessions against new CRLs)
+        self.after_reload: list = []
 
     async def start(self) -> None:
         await create_schema(self.db_engine)
@@ -92,6 +94,28 @@ class Server:
     def note_login(self, user: str, domain: str, method: str) -> None:
         now = _dt.datetime.now(_dt.timezone.utc)
         self.spawn(self.accounts.touch_login(user, domain, method, now))
+
+    def close_sessions(self, predicate, condition, text: str) -> int:
+        """End every bound session for which ``predicate(session)`` is true."""
+        doomed = [s for s in self.sessions if predicate(s)]
+        for session in doomed:
+            session.close_stream(condition, text)
+        return len(doomed)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read certificates, CA bundles and CRLs for new handshakes.
+
+        Live sessions are re-checked by the ``after_reload`` callbacks
+        (revocation); a listener whose files are broken keeps its old context.
+        """
+        for listener in self.listeners:
+            try:
+                listener.tls.reload()
+            except Exception as exc:  # noqa: BLE001 - keep serving with the old context
+                log.error("reload of %s failed, keeping the previous TLS context: %s", listener.name, exc)
+        for callback in list(self.after_reload):
+            callback()
+        log.info("reloaded TLS material")
 
     def listener_port(self, index: int = 0) -> int:
         port = self.listeners[index].port

@@ -84,6 +84,8 @@ class C2SConnection(asyncio.Protocol):
         self.last_presence = None
         self.directed: set[JID] = set()
         self.bound = False
+        #: the certificate this session logged in with (EXTERNAL), for revocation
+        self.login_cert = None
 
     def __repr__(self) -> str:
         return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
@@ -251,7 +253,7 @@ class C2SConnection(asyncio.Protocol):
 
     def _tls_failed(self, exc: TLSFailure) -> None:
         self._flush_tls()  # the alert
-        self.listener.audit_tls_failure(self, exc.reason)
+        self.listener.audit_tls_failure(self, exc.reason, getattr(exc, "facts", None))
         log.info("%s: TLS failed: %s", self.peer, exc.reason)
         self._closing = True
         if self.transport is not None:
@@ -283,8 +285,14 @@ class C2SConnection(asyncio.Protocol):
                     answer = method is not None
                     self.auth_method = method
                 elif isinstance(need, NeedCertAuthorization):
-                    decision, method = await chain.authorize_cert(need.username, need.domain,
-                                                                  self.cert_check.facts)
+                    facts = self.cert_check.facts
+                    decision, method = await chain.authorize_cert(need.username, need.domain, facts)
+                    if decision.ok:  # modules may still refuse (certificate registry policy...)
+                        for hook in self.server.hooks.handlers("authorize_cert"):
+                            verdict = await hook(need.username, need.domain, facts)
+                            if verdict is not None and not verdict.ok:
+                                decision = verdict
+                                break
                     answer = decision
                     self.auth_method = method
                 else:  # pragma: no cover - a new Need kind without a handler is a bug
@@ -304,6 +312,8 @@ class C2SConnection(asyncio.Protocol):
 
     def _auth_finished(self, a: AuthFinished) -> None:
         self.listener.audit_auth(self, a, self.auth_method)
+        if a.ok and a.mechanism == "EXTERNAL":
+            self.login_cert = self.cert_check.facts
         if a.ok:
             if a.strategy == "auth_id":
                 log.warning("%s logged in as %s@%s via the auth_id rule: the certificate has no "
@@ -328,6 +338,7 @@ class C2SConnection(asyncio.Protocol):
                                                    "too many resources bound for this account"))
             return
         self.jid = jid
+        self._preauth = bytearray()  # nothing is re-fed after binding: release it
         old = sessions.add(self)
         self.bound = True
         if old is not None:

@@ -178,9 +178,12 @@ class C2SListener:
             rec["cert_xmpp_addrs"] = list(check.facts.xmpp_addrs)
         self.server.audit.write(rec)
 
-    def audit_tls_failure(self, conn: C2SConnection, reason: str) -> None:
-        self.server.audit.write({"event": "tls", "listener": self.name, "peer": conn.peer,
-                                 "result": "failure", "reason": reason})
+    def audit_tls_failure(self, conn: C2SConnection, reason: str, facts=None) -> None:
+        rec = {"event": "tls", "listener": self.name, "peer": conn.peer, "result": "failure", "reason": reason}
+        if facts is not None:
+            rec.update({"cert_fingerprint": facts.fingerprint_sha256, "cert_serial": facts.serial_hex,
+                        "cert_issuer": facts.issuer, "cert_xmpp_addrs": list(facts.xmpp_addrs)})
+        self.server.audit.write(rec)
 
 
 class _Refuse(asyncio.Protocol):

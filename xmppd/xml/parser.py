@@ -219,7 +219,9 @@ class StreamParser:
         self._stanza_tag_len = 0
         self._stanza_empty = False
         self._uses_prefix = False
+        self._level = 0  # nesting below the stanza's top-level element
         self._builder: ET.TreeBuilder | None = None
+        self._bstart = self._bend = None
         self._names = _Names()
 
         p = expat.ParserCreate("UTF-8", "}")
@@ -230,9 +232,12 @@ class StreamParser:
         if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6
             p.SetReparseDeferralEnabled(False)
         p.XmlDeclHandler = self._on_xml_decl
-        p.StartElementHandler = self._on_start
-        p.EndElementHandler = self._on_end
-        p.CharacterDataHandler = self._on_stream_text
+        # bound methods made once: handlers are swapped in and out per stanza
+        self._h_start = p.StartElementHandler = self._on_start
+        self._h_end = p.EndElementHandler = self._on_end
+        self._h_stream_text = p.CharacterDataHandler = self._on_stream_text
+        self._h_child_start = self._on_child_start
+        self._h_child_end = self._on_child_end
         p.StartNamespaceDeclHandler = self._on_header_ns  # removed after the header
         p.CommentHandler = _restricted("comments")
         p.ProcessingInstructionHandler = _restricted("processing instructions")
@@ -319,7 +324,7 @@ class StreamParser:
 
     def _release(self) -> None:
         self._buf = bytearray()
-        self._builder = None
+        self._builder = self._bstart = self._bend = None
         p = self._p
         p.StartElementHandler = p.EndElementHandler = p.CharacterDataHandler = None
 
@@ -353,6 +358,10 @@ class StreamParser:
         if text.strip(_WS_CHARS):
             raise StreamError(C.BAD_FORMAT, "text is not allowed between stanzas")
 
+    # Stream level: the header, a stanza's top-level element, </stream:stream>.
+    # Inside a stanza the lean _on_child_* handlers and the tree builder's own
+    # data() method take over (swapped in and out once per stanza).
+
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:
         names = self._names
         tag = names[name]
@@ -360,32 +369,54 @@ class StreamParser:
             fixed = {names[k]: v for k, v in attrs.items()}
         else:
             fixed = attrs
-        depth = self._depth + 1
-        if depth == 2:
-            p = self._p
-            start = p.CurrentByteIndex
-            m = _START_TAG.match(self._buf, start - self._base)
-            if m is None:  # pragma: no cover - would be a bug in the scanner
-                raise RuntimeError("expat reported a start tag the scanner cannot find")
-            self._stanza_start = start
-            self._stanza_tag_len = m.end() - m.start()
-            self._stanza_empty = self._buf[m.end() - 2] == 0x2F  # '/>'
-            self._uses_prefix = False
-            builder = self._builder = ET.TreeBuilder()
-            p.CharacterDataHandler = builder.data
-        elif depth == 1:
+        if not self._depth:
             self._depth = 1
             self._on_header(tag, fixed)
             return
-        elif depth - 1 > self.max_depth:
-            raise StreamError(C.POLICY_VIOLATION, f"elements nested deeper than {self.max_depth}")
-        else:
-            builder = self._builder
-        self._depth = depth
+        p = self._p
+        buf = self._buf
+        start = p.CurrentByteIndex
+        m = _START_TAG.match(buf, start - self._base)
+        if m is None:  # pragma: no cover - would be a bug in the scanner
+            raise RuntimeError("expat reported a start tag the scanner cannot find")
+        self._depth = 2
+        self._level = 0
+        self._stanza_start = start
+        self._stanza_tag_len = m.end() - m.start()
+        self._stanza_empty = buf[m.end() - 2] == 0x2F  # '/>'
         prefixed = names.prefixed
-        if name in prefixed or (attrs and not prefixed.isdisjoint(attrs)):
-            self._uses_prefix = True
+        self._uses_prefix = name in prefixed or (fixed is not attrs and not prefixed.isdisjoint(attrs))
+        builder = self._builder = ET.TreeBuilder()
+        self._bstart = builder.start
+        self._bend = builder.end
+        p.StartElementHandler = self._h_child_start
+        p.EndElementHandler = self._h_child_end
+        p.CharacterDataHandler = builder.data
         builder.start(tag, fixed)
+
+    def _on_child_start(self, name: str, attrs: dict[str, str]) -> None:
+        level = self._level + 1
+        if level >= self.max_depth:
+            raise StreamError(C.POLICY_VIOLATION, f"elements nested deeper than {self.max_depth}")
+        self._level = level
+        names = self._names
+        tag = names[name]  # first: a new name is classified (prefixed or not) here
+        if name in names.prefixed:
+            self._uses_prefix = True
+        if attrs and "}" in "".join(attrs):
+            # namespaced attributes (xml:lang, or a prefix that may come from outside)
+            attrs = {names[k]: v for k, v in attrs.items()} | {}
+            if not names.prefixed.isdisjoint(raw_names := list(attrs)):
+                pass
+        self._bstart(tag, attrs)
+
+    def _on_child_end(self, name: str) -> None:
+        level = self._level
+        if level:
+            self._level = level - 1
+            self._bend(name)
+        else:
+            self._on_stanza_end(name)
 
     def _on_header(self, tag: str, attrs: dict[str, str]) -> None:
         if tag != _STREAM_TAG:
@@ -403,37 +434,37 @@ class StreamParser:
         self._p.StartNamespaceDeclHandler = None
         self._events.append(StreamOpen(tag, dict(attrs), self._header_default_ns, end))
 
-    def _on_end(self, name: str) -> None:
-        depth = self._depth
-        self._depth = depth - 1
-        if depth > 2:
-            self._builder.end(name)
-            return
+    def _on_stanza_end(self, name: str) -> None:
         p = self._p
         base = self._base
         buf = self._buf
-        if depth == 2:
-            start = self._stanza_start
-            if self._stanza_empty:
-                end = start + self._stanza_tag_len
-            else:
-                end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
-            if end - start > self.max_stanza_bytes:
-                raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
-            elem = self._builder.end(name)
-            self._builder = None
-            p.CharacterDataHandler = self._on_stream_text
-            raw = bytes(buf[start - base : end - base])
-            self_contained = not self._uses_prefix or _reparses_alone(raw)
-            self._events.append(Stanza(elem, raw, self._stanza_tag_len, self_contained, end))
-            self._scan = end
-            self._ws_run = 0
-            return
-        # depth == 1: </stream:stream>
+        start = self._stanza_start
+        if self._stanza_empty:
+            end = start + self._stanza_tag_len
+        else:
+            end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
+        if end - start > self.max_stanza_bytes:
+            raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
+        elem = self._bend(name)
+        self._builder = self._bstart = self._bend = None
+        p.StartElementHandler = self._h_start
+        p.EndElementHandler = self._h_end
+        p.CharacterDataHandler = self._h_stream_text
+        self._depth = 1
+        raw = bytes(buf[start - base : end - base])
+        self_contained = not self._uses_prefix or _reparses_alone(raw)
+        self._events.append(Stanza(elem, raw, self._stanza_tag_len, self_contained, end))
+        self._scan = end
+        self._ws_run = 0
+
+    def _on_end(self, name: str) -> None:
+        # only </stream:stream>: stanzas end in _on_stanza_end
+        p = self._p
         if self._header_empty:  # <stream:stream .../>
             end = self._header_end
         else:
-            end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
+            end = self._buf.index(b">", p.CurrentByteIndex - self._base) + 1 + self._base
+        self._depth = 0
         self._events.append(StreamClose(end))
         self._closed = True
         raise _Closed

@@ -405,9 +405,10 @@ class StreamParser:
             self._uses_prefix = True
         if attrs and "}" in "".join(attrs):
             # namespaced attributes (xml:lang, or a prefix that may come from outside)
-            attrs = {names[k]: v for k, v in attrs.items()} | {}
-            if not names.prefixed.isdisjoint(raw_names := list(attrs)):
-                pass
+            fixed = {names[k]: v for k, v in attrs.items()}
+            if not names.prefixed.isdisjoint(attrs):
+                self._uses_prefix = True
+            attrs = fixed
         self._bstart(tag, attrs)
 
     def _on_child_end(self, name: str) -> None:

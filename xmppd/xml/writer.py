@@ -40,26 +40,11 @@ NS_XML = "http://www.w3.org/XML/1998/namespace"
 STREAM_CLOSE: bytes = b"</stream:stream>"
 
 # XML 1.0 Char production excludes these (surrogates fail at encoding anyway)
-_INVALID_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
-def _check(s: str) -> None:
-    m = _INVALID_CHARS.search(s)
-    if m is not None:
-        raise ValueError(f"character {m.group()!r} cannot be represented in XML 1.0")
-
-
-def _escape_text(s: str) -> str:
-    if "&" in s:
-        s = s.replace("&", "&amp;")
-    if "<" in s:
-        s = s.replace("<", "&lt;")
-    if ">" in s:
-        s = s.replace(">", "&gt;")
-    _check(s)
-    return s
-
-
+_INVALID = "\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff"
+_INVALID_CHARS = re.compile(f"[{_INVALID}]")
+# one search decides the common case (nothing to do) for text and attribute values
+_TEXT_SPECIAL = re.compile(f"[&<>{_INVALID}]")
+_ATTR_SPECIAL = re.compile(f"[&<>\"'\n\r\t{_INVALID}]")
 _ATTR_ESCAPES = str.maketrans(
     {
         "&": "&amp;",
@@ -72,14 +57,27 @@ _ATTR_ESCAPES = str.maketrans(
         "\t": "&#9;",
     }
 )
-_ATTR_SPECIAL = re.compile("[&<>\"'\n\r\t]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def _check(s: str) -> None:
+    m = _INVALID_CHARS.search(s)
+    if m is not None:
+        raise ValueError(f"character {m.group()!r} cannot be represented in XML 1.0")
+
+
+def _escape_text(s: str) -> str:
+    if _TEXT_SPECIAL.search(s) is None:
+        return s
+    _check(s)
+    return s.translate(_TEXT_ESCAPES)
 
 
 def _escape_attr(s: str) -> str:
-    if _ATTR_SPECIAL.search(s) is not None:
-        s = s.translate(_ATTR_ESCAPES)
+    if _ATTR_SPECIAL.search(s) is None:
+        return s
     _check(s)
-    return s
+    return s.translate(_ATTR_ESCAPES)
 
 
 def serialize(elem: Element, *, default_ns: str = "jabber:client") -> bytes:
@@ -186,6 +184,7 @@ _TAG_NAME = re.compile(rb"<[^\s/>]++")
 _ATTRIBUTE = re.compile(rb"""[ \t\r\n]++([^\s=/>]++)[ \t\r\n]*+=[ \t\r\n]*+('[^']*+'|"[^"]*+")""")
 _TAG_END = re.compile(rb"[ \t\r\n]*+/?>")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_checked_names: dict[str, bytes] = {"from": b"from", "to": b"to", "id": b"id", "type": b"type"}
 
 
 def rewrite_start_tag(raw: bytes, start_tag_len: int, set_attrs: dict[str, str]) -> bytes:
@@ -198,9 +197,14 @@ def rewrite_start_tag(raw: bytes, start_tag_len: int, set_attrs: dict[str, str])
     """
     new: dict[bytes, str] = {}
     for key, value in set_attrs.items():
-        if _PLAIN_NAME.fullmatch(key) is None:
-            raise ValueError(f"not an unqualified attribute name: {key!r}")
-        new[key.encode("ascii")] = _escape_attr(value)
+        bkey = _checked_names.get(key)
+        if bkey is None:
+            if _PLAIN_NAME.fullmatch(key) is None:
+                raise ValueError(f"not an unqualified attribute name: {key!r}")
+            bkey = key.encode("ascii")
+            if len(_checked_names) < 64:  # bounded cache of validated names
+                _checked_names[key] = bkey
+        new[bkey] = _escape_attr(value)
     m = _TAG_NAME.match(raw)
     if m is None or start_tag_len > len(raw):
         raise ValueError("raw does not start with a start tag")

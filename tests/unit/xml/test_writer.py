@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from xmppd.errors import NS_STREAMS, StreamErrorCondition
-from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser, Stanza
+from xmppd.xml.parser import StreamClose, StreamOpen, Stanza
 from xmppd.xml.writer import STREAM_CLOSE, rewrite_start_tag, serialize, stream_error, stream_header
 
 from .helpers import HEADER, NS_STREAM, S2S_HEADER, canon, feed
@@ -179,7 +179,7 @@ def test_stream_header_omits_absent_attributes():
 
 
 def test_stream_close_ends_a_parsed_stream():
-    p, events = feed(stream_header(from_="x") + STREAM_CLOSE)
+    _, events = feed(stream_header(from_="x") + STREAM_CLOSE)
     assert isinstance(events[-1], StreamClose)
 
 

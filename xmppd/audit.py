@@ -1,7 +1,9 @@
 """Authentication audit log: one JSON object per line.
 
-Records every SASL outcome and every rejected client certificate, with the
-certificate's fingerprint/serial/issuer, never a secret.  Readers:
+Records every SASL outcome, every rejected client certificate and every TLS
+failure, with the certificate's fingerprint/serial/issuer — never a secret.
+The file is rotated by size (``audit.max_bytes``, ``audit.keep``) and rotated
+files older than ``audit.retention_days`` are deleted.  Readers:
 ``xmppd audit tail`` and ``xmppd explain-login``.
 """
 
@@ -11,33 +13,79 @@ import datetime as _dt
 import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-__all__ = ["AuditLog", "read_records"]
+__all__ = ["AuditLog", "read_records", "records_for", "explain", "REASONS"]
 
 log = logging.getLogger("xmppd.audit")
 
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
 
 class AuditLog:
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = 10,
+                 retention_days: int = 90) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.retention_days = retention_days
         self._fh = None
+        self._size = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+            self._open()
+            self._expire_old()
+
+    def _open(self) -> None:
+        assert self.path is not None
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        self._size = os.fstat(fd).st_size
 
     def write(self, record: dict[str, Any]) -> None:
         rec = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")}
         rec.update(record)
-        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str)
+        line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
         if self._fh is not None:
             try:
-                self._fh.write(line + "\n")
+                if self._size + len(line) > self.max_bytes and self._size > 0:
+                    self._rotate()
+                self._fh.write(line)
+                self._size += len(line.encode("utf-8"))
             except OSError as exc:  # a full disk must not stop logins
                 log.error("audit log write failed: %s", exc)
-        log.debug("audit %s", line)
+        log.debug("audit %s", line.rstrip())
+
+    def _rotate(self) -> None:
+        assert self.path is not None and self._fh is not None
+        self._fh.close()
+        base = str(self.path)
+        if self.keep == 0:
+            os.unlink(base)
+        else:
+            for i in range(self.keep - 1, 0, -1):
+                src = f"{base}.{i}"
+                if os.path.exists(src):
+                    os.replace(src, f"{base}.{i + 1}")
+            os.replace(base, f"{base}.1")
+            extra = f"{base}.{self.keep + 1}"
+            if os.path.exists(extra):
+                os.unlink(extra)
+        self._open()
+        self._expire_old()
+
+    def _expire_old(self) -> None:
+        if self.path is None or self.retention_days <= 0:
+            return
+        cutoff = time.time() - self.retention_days * 86400
+        for p in rotated_files(self.path):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._fh is not None:
@@ -45,15 +93,100 @@ class AuditLog:
             self._fh = None
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Records in file order; unreadable lines are skipped."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with fh:
-        for line in fh:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+def rotated_files(path: Path) -> list[Path]:
+    """``audit.jsonl.N`` files, oldest first."""
+    found = []
+    for p in path.parent.glob(path.name + ".*"):
+        suffix = p.name[len(path.name) + 1:]
+        if suffix.isdigit():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def read_records(path: Path, *, include_rotated: bool = True) -> Iterator[dict[str, Any]]:
+    """Records oldest first (rotated files, then the current one); bad lines are skipped."""
+    files = (rotated_files(path) if include_rotated else []) + [path]
+    for f in files:
+        try:
+            fh = open(f, encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        with fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict):
+                    yield rec
+
+
+def records_for(records: Iterable[dict[str, Any]], jid: str) -> list[dict[str, Any]]:
+    """Records about one bare JID: logins as it, attempts for it, certificates naming it."""
+    jid = jid.lower()
+    out = []
+    for r in records:
+        names = {str(r.get("jid") or "").lower(), str(r.get("attempted") or "").lower()}
+        names.update(str(a).lower() for a in r.get("cert_xmpp_addrs") or ())
+        if jid in names:
+            out.append(r)
+    return out
+
+
+#: reason code -> (what it means, what to do)
+REASONS: dict[str, tuple[str, str]] = {
+    "bad-credentials": ("the password was wrong, or the account does not exist",
+                        "check the password; `xmppd user passwd JID` sets a new one"),
+    "expired": ("the client certificate has expired",
+                "issue a new one: `xmppd certs renew JID` (or `certs issue`)"),
+    "not-yet-valid": ("the client certificate is not valid yet (check the clocks)",
+                      "wait, or fix the client's or the CA's clock"),
+    "unknown-ca": ("the client certificate is not signed by a CA in tls.cacertfile",
+                   "issue it from the configured CA, or add its CA to tls.cacertfile"),
+    "self-signed": ("the client certificate is self-signed and tls.verify_mode is not selfsigned_peer",
+                    "use a CA-issued certificate, or set tls.verify_mode = \"selfsigned_peer\""),
+    "revoked": ("the client certificate is revoked (CRL or OCSP)", "issue a new certificate"),
+    "eku-not-client-auth": ("the certificate's extended key usage does not allow client authentication",
+                            "issue a client certificate (EKU clientAuth): `xmppd certs issue JID`"),
+    "no-cert": ("the client sent no certificate, so EXTERNAL was not offered",
+                "configure the client certificate in the client, or log in with a password"),
+    "no-xmppaddr": ("the certificate carries no xmppAddr and no fallback rule applies",
+                    "issue it with `xmppd certs issue JID`, or enable auth.sasl_external = [..., \"common_name\"]"),
+    "authzid-mismatch": ("the client asked to log in as a JID the certificate is not for",
+                         "log in as the JID in the certificate, or without an authzid"),
+    "ambiguous-identity": ("the certificate names several JIDs and the client did not pick one",
+                           "set the authorization identity (authzid) in the client"),
+    "wrong-domain": ("the certificate is for a JID on another domain", "connect to that JID's domain"),
+    "no-account": ("the certificate is valid but no auth method knows this account",
+                   "create the account (`xmppd user add JID`) or add \"pki\" to auth.methods"),
+    "cert-not-registered": ("the account only accepts its registered certificates",
+                            "register the certificate (XEP-0257 or `xmppd certs issue`)"),
+    "backend-unavailable": ("the auth backend did not answer (temporary-auth-failure)",
+                            "check the auth service / database named in the reason"),
+    "invalid-mechanism": ("the client chose a mechanism this stream does not offer",
+                          "enable it in auth.sasl_mechanisms, or fix the client"),
+}
+
+
+def explain(record: dict[str, Any]) -> str:
+    """A human explanation of one audit record."""
+    when = record.get("time", "?")
+    event = record.get("event")
+    reason = record.get("reason")
+    lines = []
+    if event == "auth" and record.get("result") == "success":
+        lines.append(f"{when}: logged in with {record.get('mechanism')} via {record.get('auth_method')} "
+                     f"from {record.get('peer')} ({record.get('listener')})")
+    else:
+        what = {"auth": f"{record.get('mechanism', '?')} login failed", "client-cert": "client certificate rejected",
+                "tls": "TLS handshake failed", "session-revoked": "session closed: certificate revoked"}
+        lines.append(f"{when}: {what.get(event, event)} from {record.get('peer')} ({record.get('listener')}): "
+                     f"{reason or record.get('condition')}")
+        meaning = REASONS.get(str(reason))
+        if meaning:
+            lines.append(f"  why: {meaning[0]}")
+            lines.append(f"  fix: {meaning[1]}")
+    if record.get("cert_fingerprint"):
+        lines.append(f"  certificate: sha256 {record['cert_fingerprint']} serial {record.get('cert_serial')} "
+                     f"issuer {record.get('cert_issuer')}")
+    return "\n".join(lines)

@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--legacy-p12", action="store_true", help="3DES/SHA-1 encryption for old Android/macOS importers")
     cc.set_defaults(func=cmd_certs_issue)
 
+    from .cli_audit import add_audit_commands
+    add_audit_commands(sub)
+
     users = sub.add_parser("user", help="password accounts").add_subparsers(dest="user_command", required=True)
     for name, func, pw in (("add", cmd_user_add, True), ("passwd", cmd_user_passwd, True),
                            ("remove", cmd_user_remove, False)):

@@ -43,7 +43,9 @@ class Server:
             "scram_iterations": auth.password.scram_iterations,
         })
         self.auth_chain = AuthChain(methods)
-        self.audit = AuditLog(config.audit.file if config.audit.enabled else None)
+        a = config.audit
+        self.audit = AuditLog(a.file if a.enabled else None, max_bytes=a.max_bytes, keep=a.keep,
+                              retention_days=a.retention_days)
         self.modules: list[Module] = [cls(self) for cls in BUILTIN]
         for m in self.modules:
             self.hooks.features.update(m.features)

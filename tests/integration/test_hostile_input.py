@@ -179,3 +179,11 @@ async def test_closing_the_stream_gets_a_closing_tag_back(server, raw, pki):
     await c.send(b"</stream:stream>")
     data = await c.read_to_eof()
     assert data.rstrip().endswith(b"</stream:stream>")
+
+
+async def test_garbage_right_after_a_good_stanza_in_the_same_packet_is_not_well_formed(server, raw, pki):
+    cert = pki.client("garbage-after", xmpp_addrs=["garbage@localhost"])
+    c = await raw(cert=cert)
+    await c.login_external()
+    await c.send(b"<presence/><<<>>>")
+    await expect_stream_error(c, "not-well-formed")

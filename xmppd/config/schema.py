@@ -791,6 +791,9 @@ class AuditConfig(_Section):
 
     enabled: bool = option(Bool(), True)
     file: Path = option(PathKind(), DERIVED, derive=lambda root, sec: root["general"].data_dir / "audit.jsonl")
+    max_bytes: int = option(Int(4096), 50 * 1024 * 1024)
+    keep: int = option(Int(0, 1000), 10)
+    retention_days: int = option(Int(0), 90)
 
 
 @section

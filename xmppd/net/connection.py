@@ -86,6 +86,8 @@ class C2SConnection(asyncio.Protocol):
         self.bound = False
         #: the certificate this session logged in with (EXTERNAL), for revocation
         self.login_cert = None
+        #: the account the current SASL exchange is for (audit of failures)
+        self.attempted: str | None = None
 
     def __repr__(self) -> str:
         return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
@@ -176,8 +178,9 @@ class C2SConnection(asyncio.Protocol):
                 self._perform(self.machine.stream_error(
                     StreamErrorCondition.POLICY_VIOLATION, "too much data before the session started"))
                 return
+        parser = self.parser
         try:
-            events = self.parser.feed(data)
+            events = parser.feed(data)
         except StreamError as exc:
             self._queue.clear()
             self._perform(self.machine.stream_error(exc.condition, exc.text))
@@ -185,6 +188,13 @@ class C2SConnection(asyncio.Protocol):
         if events:
             self._queue.extend(events)
             self._pump()
+            # the parser holds back an error that followed good events in the same
+            # chunk; surface it now unless a restart replaced the parser meanwhile
+            if self.parser is parser and not self._closing and not self._busy:
+                try:
+                    parser.feed(b"")
+                except StreamError as exc:
+                    self._perform(self.machine.stream_error(exc.condition, exc.text))
 
     def _pump(self) -> None:
         while self._queue and not self._busy and not self._closing:
@@ -274,6 +284,7 @@ class C2SConnection(asyncio.Protocol):
         chain = self.listener.auth_chain
         need = a.need
         domain = self.machine.domain
+        self.attempted = f"{need.username}@{need.domain if isinstance(need, NeedCertAuthorization) else domain}"
         try:
             async with asyncio.timeout(AUTH_BACKEND_TIMEOUT_S):
                 if isinstance(need, NeedScramCredentials):

@@ -162,6 +162,9 @@ class C2SListener:
             "jid": f"{a.username}@{a.domain}" if a.username else None,
             "reason": a.reason, "condition": a.condition, "auth_method": method if a.ok else None,
         }
+        if not a.ok and conn.attempted:
+            rec["attempted"] = conn.attempted
+        conn.attempted = None
         if a.strategy:
             rec["strategy"] = a.strategy
         if a.authzid:

@@ -16,6 +16,16 @@ Hooks
 ``authorize_cert(user, domain, facts) -> awaitable CertDecision | None``
     after the auth chain accepted a certificate login: a module may refuse it
     (certificate registry policy); ``None`` means no opinion.
+``stanza_out(session, stanza, to) -> bool``
+    every stanza from a bound client, after ``from`` is stamped and before it
+    is routed (``to`` is the parsed JID or None).  True = consumed: routing
+    stops (blocking, E2EE policy bounce...).  Hot path: keep handlers cheap.
+``stanza_in(sender_jid, to, stanza) -> bool``
+    a message/presence/iq about to be delivered to a local account ``to``
+    (bare or full).  True = consumed (e.g. the recipient blocks the sender).
+``message_delivered(sender_jid, to_bare, stanza, targets)``
+    after a message reached ``targets`` (list of sessions, may be empty when
+    stored offline): carbons copies, archiving.
 ``message_undeliverable(router, sender, to, stanza) -> bool``
     a message for a local account with no available resource (offline storage
     claims it by returning True); unclaimed → service-unavailable.
@@ -47,7 +57,8 @@ class Hooks:
     identities: set[tuple[str, str, str]] = field(default_factory=set)  # (category, type, name)
     _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
 
-    EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert"})
+    EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",
+                        "stanza_out", "stanza_in", "message_delivered"})
 
     def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
         if event not in self.EVENTS:

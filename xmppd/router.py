@@ -84,6 +84,9 @@ class Router:
                 self.bounce(session, el, StanzaErrorCondition.JID_MALFORMED, str(exc),
                             from_=sender.domain)
                 return
+        for hook in self.hooks.handlers("stanza_out"):
+            if hook(session, stanza, to):
+                return
         if tag == IQ:
             if typ not in _IQ_TYPES or (typ in ("get", "set") and len(el) != 1):
                 self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST,
@@ -124,6 +127,8 @@ class Router:
                 self._dispatch_iq(session, el, self.hooks.iq_account, default_from=str(to))
             else:
                 self._dispatch_iq(session, el, self.hooks.iq_account, default_from=str(to), other=True)
+            return
+        if self._filtered_in(sender, to, stanza):
             return
         target = self.sessions.get(to)
         if target is None:
@@ -185,11 +190,14 @@ class Router:
             return
         if to.local is None:
             return  # messages to the server itself: nothing to do (RFC 6121 §8.5.1)
+        if self._filtered_in(sender, to, stanza):
+            return
         attrs = {"from": str(sender)}
         if to.resource is not None:
             target = self.sessions.get(to)
             if target is not None:
                 target.send_bytes(self._bytes_for(stanza, el, attrs))
+                self._delivered(sender, to.bare, stanza, [target])
                 return
             # RFC 6121 §8.5.3.2.1: no such resource — treat as bare for normal/chat/headline
             if typ in ("groupchat", "error"):
@@ -212,9 +220,11 @@ class Router:
             data = self._bytes_for(stanza, el, attrs)
             for target in targets:
                 target.send_bytes(data)
+            self._delivered(sender, bare, stanza, targets)
             return
         for handler in self.hooks.handlers("message_undeliverable"):
             if handler(self, session, bare, stanza):
+                self._delivered(sender, bare, stanza, [])
                 return
         self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE,
                     f"{bare} is not online", from_=str(bare))
@@ -233,6 +243,8 @@ class Router:
             return
         if to.local is None:
             return
+        if self._filtered_in(sender, to, stanza):
+            return
         data = self._bytes_for(stanza, el, {"from": str(sender)})
         if typ in (None, "unavailable"):
             directed = getattr(session, "directed", None)
@@ -249,6 +261,16 @@ class Router:
         for target in self.sessions.resources(to):
             if target.available or typ not in (None, "unavailable"):
                 target.send_bytes(data)
+
+    def _filtered_in(self, sender: JID, to: JID, stanza: Stanza) -> bool:
+        for hook in self.hooks.handlers("stanza_in"):
+            if hook(sender, to, stanza):
+                return True
+        return False
+
+    def _delivered(self, sender: JID, to_bare: JID, stanza: Stanza, targets: list) -> None:
+        for hook in self.hooks.handlers("message_delivered"):
+            hook(sender, to_bare, stanza, targets)
 
     def _broadcast_own(self, session: Session, stanza: Stanza, typ: str | None) -> None:
         """Presence broadcast to the user's other resources (RFC 6121 §4.2.2, §4.4.2)."""

@@ -141,7 +141,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 async def create_schema(engine: AsyncEngine) -> None:
     """Create xmppd's tables that do not exist yet (idempotent)."""
-    from . import accounts  # noqa: F401  (registers its table on ``metadata``)
+    from . import accounts, certs  # noqa: F401  (register their tables on ``metadata``)
 
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

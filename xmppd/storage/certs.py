@@ -1,0 +1,370 @@
+"""Per-account client-certificate registry (XEP-0257 data model) and policies.
+
+Why: a CA-verified certificate proves "the CA issued this", not "the account
+still wants this device".  The registry pins the certificates an account
+accepts for SASL EXTERNAL (reference §4 #2): each row is one certificate of
+one account, keyed by its SHA-256 fingerprint, with the user-chosen name
+(XEP-0257 ``<name/>``), the ``no-cert-management`` flag and a state:
+
+* ``active``   — may log in (subject to the policy);
+* ``disabled`` — may not log in; re-appending the same certificate re-enables it;
+* ``revoked``  — may never log in again (terminal); CLI revocation also puts its
+  serial on the CA's CRL.
+
+``cert_policy`` holds per-account overrides of ``auth.cert_registry``
+(``always`` / ``ifpresent`` / ``never``).
+
+Both tables live on the shared :data:`~xmppd.storage.engine.metadata` and work
+on SQLite and PostgreSQL with the same code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .engine import UtcDateTime, metadata
+
+__all__ = [
+    "ACTIVE",
+    "DISABLED",
+    "REVOKED",
+    "STATES",
+    "POLICIES",
+    "CertRow",
+    "CertRegistry",
+    "add_facts",
+    "DuplicateCert",
+    "client_certs_table",
+    "cert_policy_table",
+]
+
+ACTIVE, DISABLED, REVOKED = "active", "disabled", "revoked"
+STATES = (ACTIVE, DISABLED, REVOKED)
+#: auth.cert_registry values, also the per-account overrides
+POLICIES = ("always", "ifpresent", "never")
+
+_PART_LEN = 1023  # RFC 7622 §3
+_FP_LEN = 64  # hex SHA-256
+_NAME_LEN = 255
+_SERIAL_LEN = 64  # hex of a <= 20-octet serial (RFC 5280 §4.1.2.2), with room
+_ISSUER_LEN = 2048
+
+client_certs_table = Table(
+    "client_certs",
+    metadata,
+    Column("domain", String(_PART_LEN), nullable=False),
+    Column("username", String(_PART_LEN), nullable=False),
+    Column("fingerprint_sha256", String(_FP_LEN), nullable=False),
+    Column("name", String(_NAME_LEN), nullable=False),
+    Column("serial_hex", String(_SERIAL_LEN), nullable=False),
+    Column("issuer", String(_ISSUER_LEN), nullable=False),
+    Column("not_after", UtcDateTime(), nullable=False),
+    Column("added_at", UtcDateTime(), nullable=False),
+    Column("last_used", UtcDateTime(), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("state_changed_at", UtcDateTime(), nullable=True),
+    #: XEP-0257 <no-cert-management/>: a session logged in with it may not add/remove certs
+    Column("cert_management", Boolean(), nullable=False),
+    Column("der", LargeBinary(), nullable=False),
+    PrimaryKeyConstraint("domain", "username", "fingerprint_sha256", name="client_certs_pk"),
+)
+
+cert_policy_table = Table(
+    "cert_policy",
+    metadata,
+    Column("domain", String(_PART_LEN), nullable=False),
+    Column("username", String(_PART_LEN), nullable=False),
+    Column("policy", String(16), nullable=False),
+    PrimaryKeyConstraint("domain", "username", name="cert_policy_pk"),
+)
+
+# keep the column list for "no der" listing queries in one place
+_LIST_COLS = [c for c in client_certs_table.c if c.name != "der"]
+
+
+class DuplicateCert(Exception):
+    """append: the name or the certificate is already registered (``what`` says which)."""
+
+    def __init__(self, what: str, existing: "CertRow") -> None:
+        super().__init__(f"duplicate {what}")
+        self.what = what
+        self.existing = existing
+
+
+@dataclass(frozen=True, slots=True)
+class CertRow:
+    user: str
+    domain: str
+    fingerprint_sha256: str
+    name: str
+    serial_hex: str
+    issuer: str
+    not_after: _dt.datetime
+    added_at: _dt.datetime
+    last_used: _dt.datetime | None
+    state: str
+    state_changed_at: _dt.datetime | None
+    cert_management: bool = True
+    der: bytes | None = field(default=None, repr=False)
+
+    @property
+    def jid(self) -> str:
+        return f"{self.user}@{self.domain}"
+
+    @property
+    def active(self) -> bool:
+        return self.state == ACTIVE
+
+
+def _row(r, *, with_der: bool = False) -> CertRow:
+    return CertRow(r.username, r.domain, r.fingerprint_sha256, r.name, r.serial_hex, r.issuer,
+                   r.not_after, r.added_at, r.last_used, r.state, r.state_changed_at,
+                   bool(r.cert_management), bytes(r.der) if with_der else None)
+
+
+def _aware(when: _dt.datetime) -> _dt.datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("naive datetime: pass an aware datetime (UTC)")
+    return when
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _storable(user: str, domain: str) -> bool:
+    return (0 < len(user) <= _PART_LEN and 0 < len(domain) <= _PART_LEN
+            and "\x00" not in user and "\x00" not in domain)
+
+
+class CertRegistry:
+    """Repository over ``client_certs`` and ``cert_policy``; call :func:`create_schema` first."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------ writes
+    async def add(self, user: str, domain: str, *, der: bytes, fingerprint_sha256: str, name: str,
+                  serial_hex: str, issuer: str, not_after: _dt.datetime, cert_management: bool = True,
+                  when: _dt.datetime | None = None) -> CertRow:
+        """Register a certificate for ``user@domain`` as ``active``.
+
+        * the same certificate already active, or the name used by another
+          active certificate of the account → :class:`DuplicateCert`;
+        * the same certificate ``disabled`` → re-enabled under the new name;
+        * the same certificate ``revoked`` → :class:`DuplicateCert` (``"revoked"``):
+          revocation is final.
+        """
+        if not _storable(user, domain):
+            raise ValueError("user/domain cannot be stored (empty, too long or contains NUL)")
+        name = name.strip()
+        if not name or len(name) > _NAME_LEN:
+            raise ValueError(f"certificate name must be 1..{_NAME_LEN} characters")
+        fp = fingerprint_sha256.lower()
+        if len(fp) != _FP_LEN or any(c not in "0123456789abcdef" for c in fp):
+            raise ValueError("fingerprint_sha256 must be 64 hex digits")
+        when = _aware(when or _now())
+        _aware(not_after)
+        t = client_certs_table
+        for _ in range(2):
+            try:
+                async with self._engine.begin() as conn:
+                    rows = (await conn.execute(
+                        select(*_LIST_COLS).where(t.c.domain == domain, t.c.username == user))).all()
+                    same = next((r for r in rows if r.fingerprint_sha256 == fp), None)
+                    if same is not None and same.state == REVOKED:
+                        raise DuplicateCert("revoked", _row(same))
+                    if same is not None and same.state == ACTIVE:
+                        raise DuplicateCert("certificate", _row(same))
+                    clash = next((r for r in rows if r.name == name and r.state == ACTIVE
+                                  and r.fingerprint_sha256 != fp), None)
+                    if clash is not None:
+                        raise DuplicateCert("name", _row(clash))
+                    if same is not None:  # disabled: enable again
+                        await conn.execute(
+                            update(t).where(t.c.domain == domain, t.c.username == user,
+                                            t.c.fingerprint_sha256 == fp)
+                            .values(state=ACTIVE, name=name, state_changed_at=when,
+                                    cert_management=cert_management))
+                    else:
+                        await conn.execute(t.insert().values(
+                            domain=domain, username=user, fingerprint_sha256=fp, name=name,
+                            serial_hex=serial_hex.lower(), issuer=issuer, not_after=not_after,
+                            added_at=when, last_used=None, state=ACTIVE, state_changed_at=None,
+                            cert_management=cert_management, der=der))
+                break
+            except IntegrityError:  # a concurrent add of the same certificate: re-read and decide
+                continue
+        row = await self.get(user, domain, fp)
+        assert row is not None
+        return row
+
+    async def set_state(self, user: str, domain: str, fingerprint_sha256: str, state: str, *,
+                        when: _dt.datetime | None = None) -> bool:
+        """Move one certificate to ``state``; False if unknown or already revoked (final)."""
+        if state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}")
+        if not _storable(user, domain):
+            return False
+        when = _aware(when or _now())
+        t = client_certs_table
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(t).where(t.c.domain == domain, t.c.username == user,
+                                t.c.fingerprint_sha256 == fingerprint_sha256.lower(),
+                                t.c.state != REVOKED)
+                .values(state=state, state_changed_at=when))
+        return bool(result.rowcount)
+
+    async def touch_used(self, user: str, domain: str, fingerprint_sha256: str,
+                         when: _dt.datetime | None = None) -> None:
+        if not _storable(user, domain):
+            return
+        t = client_certs_table
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(t).where(t.c.domain == domain, t.c.username == user,
+                                t.c.fingerprint_sha256 == fingerprint_sha256.lower())
+                .values(last_used=_aware(when or _now())))
+
+    async def remove(self, user: str, domain: str, fingerprint_sha256: str) -> bool:
+        if not _storable(user, domain):
+            return False
+        t = client_certs_table
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(t).where(
+                t.c.domain == domain, t.c.username == user,
+                t.c.fingerprint_sha256 == fingerprint_sha256.lower()))
+        return bool(result.rowcount)
+
+    # ------------------------------------------------------------ reads
+    async def get(self, user: str, domain: str, fingerprint_sha256: str, *,
+                  with_der: bool = False) -> CertRow | None:
+        if not _storable(user, domain):
+            return None
+        t = client_certs_table
+        cols = list(t.c) if with_der else _LIST_COLS
+        async with self._engine.connect() as conn:
+            r = (await conn.execute(select(*cols).where(
+                t.c.domain == domain, t.c.username == user,
+                t.c.fingerprint_sha256 == fingerprint_sha256.lower()))).first()
+        return None if r is None else _row(r, with_der=with_der)
+
+    async def list(self, user: str | None = None, domain: str | None = None, *,
+                   states: tuple[str, ...] | None = None, with_der: bool = False) -> list[CertRow]:
+        """One account's certificates (or every account's with ``user=None``), oldest first."""
+        t = client_certs_table
+        stmt = select(*(list(t.c) if with_der else _LIST_COLS))
+        if user is not None:
+            if domain is None or not _storable(user, domain):
+                return []
+            stmt = stmt.where(t.c.domain == domain, t.c.username == user)
+        elif domain is not None:
+            stmt = stmt.where(t.c.domain == domain)
+        if states is not None:
+            stmt = stmt.where(t.c.state.in_(states))
+        stmt = stmt.order_by(t.c.domain, t.c.username, t.c.added_at, t.c.fingerprint_sha256)
+        async with self._engine.connect() as conn:
+            return [_row(r, with_der=with_der) for r in (await conn.execute(stmt)).all()]
+
+    async def by_name(self, user: str, domain: str, name: str) -> CertRow | None:
+        """The account's certificate called ``name`` (an active one first, then the newest)."""
+        rows = [r for r in await self.list(user, domain) if r.name == name]
+        if not rows:
+            return None
+        rows.sort(key=lambda r: (r.state == ACTIVE, r.state == DISABLED, r.added_at), reverse=True)
+        return rows[0]
+
+    async def by_fingerprint(self, fingerprint_sha256: str) -> list[CertRow]:
+        """Every account registration of this certificate (one per account it names)."""
+        t = client_certs_table
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(*_LIST_COLS).where(
+                t.c.fingerprint_sha256 == fingerprint_sha256.lower()))).all()
+        return [_row(r) for r in rows]
+
+    async def account_states(self, user: str, domain: str) -> dict[str, str]:
+        """fingerprint → state for one account: all the login check needs, in one query."""
+        if not _storable(user, domain):
+            return {}
+        t = client_certs_table
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(t.c.fingerprint_sha256, t.c.state).where(
+                t.c.domain == domain, t.c.username == user))).all()
+        return {r.fingerprint_sha256: r.state for r in rows}
+
+    async def expiring(self, within: _dt.timedelta, *, now: _dt.datetime | None = None,
+                       user: str | None = None, domain: str | None = None) -> list[CertRow]:
+        """Active certificates whose not_after falls before ``now + within`` (expired ones included)."""
+        limit = _aware(now or _now()) + within
+        return [r for r in await self.list(user, domain, states=(ACTIVE,)) if r.not_after <= limit]
+
+    async def revoked_serials(self, issuer: str) -> list[tuple[int, _dt.datetime]]:
+        """``(serial, revocation time)`` of every revoked certificate from ``issuer`` (for a CRL)."""
+        t = client_certs_table
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(t.c.serial_hex, t.c.state_changed_at, t.c.added_at).where(
+                t.c.issuer == issuer, t.c.state == REVOKED))).all()
+        seen: dict[int, _dt.datetime] = {}
+        for r in rows:
+            serial = int(r.serial_hex, 16)
+            when = r.state_changed_at or r.added_at
+            if serial not in seen or when < seen[serial]:
+                seen[serial] = when
+        return sorted(seen.items())
+
+    # ------------------------------------------------------------ policy
+    async def get_policy(self, user: str, domain: str) -> str | None:
+        """The account's override of ``auth.cert_registry``, None when it follows the default."""
+        if not _storable(user, domain):
+            return None
+        t = cert_policy_table
+        async with self._engine.connect() as conn:
+            return await conn.scalar(select(t.c.policy).where(t.c.domain == domain, t.c.username == user))
+
+    async def set_policy(self, user: str, domain: str, policy: str | None) -> None:
+        """Set the override; ``None`` removes it (back to the configured default)."""
+        if not _storable(user, domain):
+            raise ValueError("user/domain cannot be stored (empty, too long or contains NUL)")
+        if policy is not None and policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}")
+        t = cert_policy_table
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(t).where(t.c.domain == domain, t.c.username == user))
+            if policy is not None:
+                await conn.execute(t.insert().values(domain=domain, username=user, policy=policy))
+
+    async def login_view(self, user: str, domain: str) -> tuple[str | None, dict[str, str]]:
+        """(policy override, fingerprint → state) in one connection, for the EXTERNAL check."""
+        if not _storable(user, domain):
+            return None, {}
+        c, p = client_certs_table, cert_policy_table
+        async with self._engine.connect() as conn:
+            policy = await conn.scalar(select(p.c.policy).where(p.c.domain == domain, p.c.username == user))
+            rows = (await conn.execute(select(c.c.fingerprint_sha256, c.c.state).where(
+                c.c.domain == domain, c.c.username == user))).all()
+        return policy, {r.fingerprint_sha256: r.state for r in rows}
+
+
+
+async def add_facts(registry: CertRegistry, user: str, domain: str, facts, *, name: str,
+                    cert_management: bool = True, when: _dt.datetime | None = None) -> CertRow:
+    """:meth:`CertRegistry.add` from an :class:`auth.base.CertFacts`."""
+    return await registry.add(user, domain, der=facts.der, fingerprint_sha256=facts.fingerprint_sha256,
+                              name=name, serial_hex=facts.serial_hex, issuer=facts.issuer,
+                              not_after=facts.not_after, cert_management=cert_management, when=when)

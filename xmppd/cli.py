@@ -87,7 +87,10 @@ async def _serve(config) -> int:
 def cmd_check_config(args) -> int:
     from .config import load_config
 
+    from .modules import enabled_modules
+
     config = load_config(args.file)
+    modules = enabled_modules(config)
     print(f"{args.file}: OK")
     print(f"  hosts: {', '.join(config.general.hosts)}")
     for lc in config.listeners:
@@ -96,6 +99,7 @@ def cmd_check_config(args) -> int:
               f"disconnect_on_failure={str(t.disconnect_on_failure).lower()} "
               f"client CA={t.cacertfile or '(none: EXTERNAL unavailable)'}")
     print(f"  auth.methods: {', '.join(config.auth.methods)}; mechanisms: {', '.join(config.auth.sasl_mechanisms)}")
+    print(f"  modules: {', '.join(cls.name for cls, _ in modules)}")
     return 0
 
 

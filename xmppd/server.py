@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
+import os
 from typing import Any
 
 from auth.registry import AuthChain, build_methods
 
 from .audit import AuditLog
 from .config import Config
+from .errors import StreamErrorCondition
 from .hooks import Hooks
-from .modules import BUILTIN, Module
+from .modules import Module, enabled_modules
 from .net.listener import C2SListener
 from .router import Router
 from .sessions import SessionRegistry
@@ -46,7 +48,7 @@ class Server:
         a = config.audit
         self.audit = AuditLog(a.file if a.enabled else None, max_bytes=a.max_bytes, keep=a.keep,
                               retention_days=a.retention_days)
-        self.modules: list[Module] = [cls(self) for cls in BUILTIN]
+        self.modules: list[Module] = [cls(self, opts) for cls, opts in enabled_modules(config)]
         for m in self.modules:
             self.hooks.features.update(m.features)
             m.setup()
@@ -54,11 +56,14 @@ class Server:
         self._bg: set[asyncio.Task] = set()
         self._started = False
         #: callables run after reload() (e.g. re-check live sessions against new CRLs)
-        self.after_reload: list = []
+        self.after_reload: list = [self.close_revoked_sessions]
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await create_schema(self.db_engine)
         await self.auth_chain.start()
+        for m in self.modules:
+            await m.start()
         try:
             for listener in self.listeners:
                 await listener.start()
@@ -66,9 +71,15 @@ class Server:
             await self.stop()
             raise
         self._started = True
+        interval = self.config.general.reload_check_interval_s
+        if interval > 0 and self.listeners:
+            self._watcher = asyncio.create_task(self._watch_tls_files(interval))
         log.info("xmppd serving %s", ", ".join(self.config.general.hosts))
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         for listener in self.listeners:
             await listener.stop()
         for m in self.modules:
@@ -115,9 +126,68 @@ class Server:
                 listener.tls.reload()
             except Exception as exc:  # noqa: BLE001 - keep serving with the old context
                 log.error("reload of %s failed, keeping the previous TLS context: %s", listener.name, exc)
+                self.audit.write({"event": "tls-reload", "listener": listener.name,
+                                  "result": "failure", "reason": str(exc)})
+            else:
+                self.audit.write({"event": "tls-reload", "listener": listener.name,
+                                  "result": "success"})
         for callback in list(self.after_reload):
             callback()
         log.info("reloaded TLS material")
+
+    def close_revoked_sessions(self) -> int:
+        """After a reload: end every connection whose certificate login (or
+        pending EXTERNAL login) uses a certificate its listener's current CRLs
+        revoke, with ``<not-authorized/>`` and an audit record."""
+        closed = 0
+        for listener in self.listeners:
+            for conn in list(listener.connections):
+                facts = conn.login_cert
+                check = conn.cert_check
+                if facts is None and check is not None and check.ok and not conn.machine.authenticated:
+                    facts = check.facts  # EXTERNAL was offered and may still be used
+                if facts is None or conn._closing:
+                    continue
+                reason = listener.tls.revocation_reason(facts)
+                if reason is None:
+                    continue
+                self.audit.write({
+                    "event": "session-revoked", "listener": listener.name, "peer": conn.peer,
+                    "jid": str(conn.jid) if conn.jid is not None else None, "reason": reason,
+                    "cert_fingerprint": facts.fingerprint_sha256, "cert_serial": facts.serial_hex,
+                    "cert_issuer": facts.issuer})
+                log.warning("%s: closing %s: certificate serial %s was revoked", listener.name,
+                            conn.jid or conn.peer, facts.serial_hex)
+                conn.close_stream(StreamErrorCondition.NOT_AUTHORIZED,
+                                  f"revoked: your certificate (serial {facts.serial_hex}) was revoked")
+                closed += 1
+        return closed
+
+    def _tls_file_state(self) -> dict[str, tuple[int, int, int] | None]:
+        state: dict[str, tuple[int, int, int] | None] = {}
+        for listener in self.listeners:
+            for path in listener.tls.watched_files():
+                try:
+                    st = os.stat(path)
+                    state[str(path)] = (st.st_mtime_ns, st.st_size, st.st_ino)
+                except OSError:
+                    state[str(path)] = None
+        return state
+
+    async def _watch_tls_files(self, interval: float) -> None:
+        """Reload when a certificate, key, CA bundle or CRL file changes."""
+        seen = self._tls_file_state()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = self._tls_file_state()
+                if now != seen:
+                    changed = sorted(p for p in now.keys() | seen.keys() if now.get(p) != seen.get(p))
+                    log.info("TLS files changed (%s), reloading", ", ".join(changed))
+                    seen = now
+                    self.reload()
+            except Exception:  # noqa: BLE001 - the watcher must survive a bad reload
+                log.exception("TLS file watcher failed")
 
     def listener_port(self, index: int = 0) -> int:
         port = self.listeners[index].port

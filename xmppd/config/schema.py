@@ -43,11 +43,14 @@ __all__ = [
     "PasswordConfig",
     "StorageConfig",
     "AuditConfig",
+    "ModulesConfig",
+    "MODULE_NAMES",
     "iter_schema_keys",
     "LOGLEVELS",
     "TLS_MODES",
     "VERIFY_MODES",
     "TLS_VERSIONS",
+    "OCSP_MODES",
     "AUTH_METHODS",
     "AUTH_METHOD_ALIASES",
     "SASL_MECHANISMS",
@@ -82,6 +85,7 @@ LOGLEVELS = ("debug", "info", "warning", "error")
 TLS_MODES = ("starttls", "starttls_required", "tls")
 VERIFY_MODES = ("peer", "selfsigned_peer", "none")
 TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")
+OCSP_MODES = ("off", "soft", "hard")
 AUTH_METHODS = ("pki", "sql", "http", "ldap")
 AUTH_METHOD_ALIASES: Mapping[str, str] = {"rdbms": "sql"}  # MongooseIM name -> ours
 SASL_MECHANISMS = (
@@ -195,9 +199,11 @@ def _range_text(lo: int | None, hi: int | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Float(Kind):
-    """A finite number strictly greater than ``gt``; integers are accepted."""
+    """A finite number strictly greater than ``gt``; integers are accepted.
+    ``zero_off``: 0 is also accepted (it means "disabled")."""
 
     gt: float = 0.0
+    zero_off: bool = False
 
     noun: ClassVar[str] = "number"
 
@@ -207,8 +213,11 @@ class Float(Kind):
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(key, f"{value} is out of range; must be a finite number")
+        if self.zero_off and value == 0:
+            return value
         if value <= self.gt:
-            raise ConfigError(key, f"{value} is out of range; must be greater than {self.gt:g}")
+            extra = " (or 0 to disable)" if self.zero_off else ""
+            raise ConfigError(key, f"{value} is out of range; must be greater than {self.gt:g}{extra}")
         return value
 
 
@@ -609,6 +618,22 @@ def check_storage_url(value: str) -> str:
     return value
 
 
+def check_ocsp_url(value: str) -> str:
+    """An http(s) URL of an OCSP responder, or "" (use the certificate's AIA)."""
+    if not value:
+        return value
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
 def redact_url(value: str | None) -> str | None:
     if value is None:
         return None
@@ -650,6 +675,9 @@ class GeneralConfig(_Section):
     default_server_domain: str = option(Str(check=check_domain), DERIVED, derive=lambda root, sec: sec["hosts"][0])
     loglevel: str = option(Str(choices=LOGLEVELS), "info")
     data_dir: Path = option(PathKind(), "var")
+    #: seconds between checks of every listener's TLS files (certfile, keyfile,
+    #: cacertfile, crl_files); a change triggers a reload; 0 = no watcher
+    reload_check_interval_s: float = option(Float(0, zero_off=True), 5.0)
 
     @staticmethod
     def _validate(values: dict[str, Any], prefix: str, root: dict[str, Any]) -> None:
@@ -675,6 +703,10 @@ class TLSConfig(_Section):
     versions: tuple[str, ...] = option(ListOf(Str(choices=TLS_VERSIONS), non_empty=True, unique=True),
                                        ["tlsv1.2", "tlsv1.3"])
     ciphers: str | None = option(Str(non_empty=True), None)
+    ocsp: str = option(Str(choices=OCSP_MODES), "off")
+    ocsp_timeout_s: float = option(Float(0), 3.0)
+    ocsp_url: str = option(Str(check=check_ocsp_url), "")  # "" = the certificate's AIA URL
+    ocsp_cache_s: float = option(Float(0, zero_off=True), 300.0)
 
     @property
     def direct(self) -> bool:
@@ -757,6 +789,9 @@ class AuthConfig(_Section):
     sasl_external: tuple[str, ...] = option(
         ListOf(Str(choices=SASL_EXTERNAL_STRATEGIES), non_empty=True, unique=True), ["standard"])
     sasl_external_common_name: CommonNameConfig = table(CommonNameConfig)
+    #: per-account client-certificate registry (XEP-0257) for EXTERNAL logins:
+    #: "always" | "ifpresent" | "never"; accounts may override it (`xmppd certs policy`)
+    cert_registry: str = option(Str(choices=("always", "ifpresent", "never")), "ifpresent")
     password: PasswordConfig = table(PasswordConfig)
     # [auth.pki], [auth.sql] (alias [auth.rdbms]), [auth.http], [auth.ldap]
     method_options: dict[str, dict[str, Any]] = table_map(AUTH_METHODS, AUTH_METHOD_ALIASES,
@@ -765,6 +800,29 @@ class AuthConfig(_Section):
     def options_for(self, method: str) -> dict[str, Any]:
         """The ``[auth.<method>]`` table (``{}`` when absent)."""
         return self.method_options.get(AUTH_METHOD_ALIASES.get(method, method), {})
+
+
+#: module names accepted as [modules.<name>] tables; MongooseIM's mod_* names are aliases
+MODULE_NAMES = ("disco", "ping", "version", "roster", "presence", "blocking", "offline", "carbons", "mam",
+                "vcard", "caps", "csi", "pep", "stream_management", "e2ee_policy", "saslcert")
+MODULE_ALIASES: Mapping[str, str] = {
+    "mod_disco": "disco", "mod_ping": "ping", "mod_version": "version", "mod_roster": "roster",
+    "mod_presence": "presence", "mod_blocking": "blocking", "mod_offline": "offline",
+    "mod_carboncopy": "carbons", "mod_mam": "mam", "mod_vcard": "vcard", "mod_caps": "caps",
+    "mod_csi": "csi", "mod_pep": "pep", "mod_stream_management": "stream_management",
+    "mod_e2ee_policy": "e2ee_policy", "mod_saslcert": "saslcert",
+}
+
+
+@section
+class ModulesConfig(_Section):
+    """``[modules.<name>]``: one table per module; each module validates its own keys
+    (``xmppd.modules.base.Module.options``); ``enabled = false`` turns a module off."""
+
+    options: dict[str, dict[str, Any]] = table_map(MODULE_NAMES, MODULE_ALIASES, redact=redact_options)
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        return self.options.get(MODULE_ALIASES.get(name, name), {})
 
 
 @section
@@ -804,6 +862,7 @@ class Config(_Section):
     general: GeneralConfig = table(GeneralConfig)
     listeners: tuple[C2SListener, ...] = table_array(C2SListener, toml="listen.c2s")
     auth: AuthConfig = table(AuthConfig)
+    modules: ModulesConfig = table(ModulesConfig)
     storage: StorageConfig = table(StorageConfig)
     audit: AuditConfig = table(AuditConfig)
     source: Path | None = None

@@ -8,4 +8,18 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version)
 
-__all__ = ["Module", "BUILTIN"]
+__all__ = ["Module", "BUILTIN", "enabled_modules"]
+
+
+def enabled_modules(config) -> list[tuple[type[Module], dict]]:
+    """(class, options) for every built-in module not disabled with ``enabled = false``;
+    raises ConfigError for bad ``[modules.<name>]`` keys (also used by check-config)."""
+    from .base import parse_module_options
+
+    out = []
+    for cls in BUILTIN:
+        raw = config.modules.options_for(cls.name)
+        parse_module_options(cls, raw)
+        if raw.get("enabled", True):
+            out.append((cls, raw))
+    return out

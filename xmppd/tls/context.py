@@ -43,7 +43,9 @@ checked against the CRL of its issuer (``CRL_CHECK | CRL_CHECK_ALL``):
   file and call :meth:`ServerTLS.reload`).
 
 CRL files must parse and be signed by a CA from ``cacertfile``; otherwise
-:class:`TLSConfigError`.
+:class:`TLSConfigError`. After a :meth:`ServerTLS.reload`,
+:meth:`ServerTLS.revocation_reason` answers from the new CRLs for certificates
+already in use (the server closes live sessions with it).
 
 Resumption is disabled (no session cache, no tickets): a resumed session would
 skip the verify callback, so a certificate revoked after a :meth:`reload`
@@ -168,7 +170,8 @@ class _Policy:
     """
 
     __slots__ = ("context", "requests_client_cert", "accept_self_signed",
-                 "disconnect_on_failure", "check_crls", "server_end_point")
+                 "disconnect_on_failure", "check_crls", "server_end_point",
+                 "client_cas", "revoked")
 
     def __init__(self, *, requests_client_cert: bool, accept_self_signed: bool,
                  disconnect_on_failure: bool, check_crls: bool,
@@ -179,6 +182,10 @@ class _Policy:
         self.disconnect_on_failure = disconnect_on_failure
         self.check_crls = check_crls
         self.server_end_point = server_end_point
+        #: the trust anchors of ``cacertfile`` (issuers for OCSP requests)
+        self.client_cas: tuple[x509.Certificate, ...] = ()
+        #: CRL issuer (DER name) → serials it revokes, for re-checking live sessions
+        self.revoked: dict[bytes, frozenset[int]] = {}
 
     # -- the verify callback (runs inside OpenSSL; must never raise) ----------
     def verify(self, conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int,
@@ -395,6 +402,40 @@ class ServerTLS:
         with self._lock:
             self._policy = policy
 
+    def revocation_reason(self, facts: CertFacts) -> str | None:
+        """``"revoked"`` when the CRLs loaded by the last successful build or
+        :meth:`reload` list this certificate (its issuer's CRL names its
+        serial), else None. Used to re-check live sessions after a reload; a
+        certificate whose issuer has no CRL here is not judged (None)."""
+        revoked = self._policy.revoked
+        if not revoked:
+            return None
+        try:
+            issuer = x509.load_der_x509_certificate(facts.der).issuer.public_bytes()
+        except Exception:  # facts always come from a parsed certificate
+            return None
+        serials = revoked.get(issuer)
+        return "revoked" if serials is not None and facts.serial in serials else None
+
+    def issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
+        """The certificate in ``cacertfile`` that signed ``cert`` (for OCSP), or None."""
+        for ca in self._policy.client_cas:
+            if ca.subject == cert.issuer and ca is not cert:
+                try:
+                    cert.verify_directly_issued_by(ca)
+                except Exception:
+                    continue
+                return ca
+        return None
+
+    def watched_files(self) -> tuple[Path, ...]:
+        """Every file a :meth:`reload` reads (for the change watcher)."""
+        files = [self.certfile, self.keyfile]
+        if self.cacertfile:
+            files.append(self.cacertfile)
+        files.extend(self.crl_files)
+        return tuple(Path(f) for f in files)
+
     @property
     def context(self) -> SSL.Context:
         """The current pyOpenSSL context (read-only use: it is already in use)."""
@@ -484,6 +525,7 @@ class ServerTLS:
             raise TLSConfigError(
                 f"cacertfile {cafile}: contains a private key; it must hold CA certificates only")
         cas = _load_certs(cafile, "cacertfile")
+        policy.client_cas = tuple(cas)
         store = ctx.get_cert_store()
         assert store is not None
         for ca in cas:
@@ -518,6 +560,9 @@ class ServerTLS:
                                     "until it is refreshed", crl_path, next_update.isoformat(),
                                     crl.issuer.rfc4514_string())
                     store.add_crl(crl)
+                    key = crl.issuer.public_bytes()
+                    policy.revoked[key] = policy.revoked.get(key, frozenset()) | frozenset(
+                        entry.serial_number for entry in crl)
             flags |= crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL
         store.set_flags(flags)
         try:

@@ -3,10 +3,11 @@
 from .base import Module
 from .disco import Disco
 from .ping import Ping
+from .saslcert import SaslCert
 from .version import Version
 
 #: modules every server loads, in setup order
-BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version)
+BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -55,6 +55,9 @@ class Hooks:
     iq_account_public: set[tuple[str, str]] = field(default_factory=set)
     features: set[str] = field(default_factory=set)
     identities: set[tuple[str, str, str]] = field(default_factory=set)  # (category, type, name)
+    #: disco#info of an account's bare JID (e.g. PEP: identity pubsub/pep)
+    account_features: set[str] = field(default_factory=set)
+    account_identities: set[tuple[str, str, str]] = field(default_factory=set)
     _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
 
     EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",

@@ -34,6 +34,9 @@ _PRESENCE_TYPES = frozenset({None, "unavailable", "subscribe", "subscribed", "un
                              "unsubscribed", "probe", "error"})
 #: limit on directed-presence targets remembered per session (for unavailable on close)
 MAX_DIRECTED_PRESENCE = 1000
+#: server-originated iq requests (e.g. caps disco#info) in flight, and how long each may wait
+MAX_PENDING_IQ = 10_000
+IQ_TIMEOUT_S = 30.0
 
 
 class Router:
@@ -42,6 +45,8 @@ class Router:
         self.sessions = sessions
         self.hooks = hooks
         self._tasks: set[asyncio.Task] = set()
+        self._pending: dict[tuple[str, str], asyncio.Future] = {}
+        self._iq_seq = 0
 
     # ------------------------------------------------------------ output
     @staticmethod
@@ -141,7 +146,8 @@ class Router:
                      other: bool = False) -> None:
         typ = el.get("type")
         if typ in ("result", "error"):
-            return  # answers to server pings etc.; nothing waits on them yet
+            self._answer_pending(session, el)
+            return
         payload = el[0]
         ns = payload.tag[1:].partition("}")[0] if payload.tag.startswith("{") else ""
         handler = table.get((ns, typ))
@@ -171,6 +177,39 @@ class Router:
             return
         if result is not None:
             self._send_iq_reply(session, el, result, default_from)
+
+    # ------------------------------------------------------------ server-originated iq
+    def request(self, session: Session, iq: Element, *, from_: str, timeout: float = IQ_TIMEOUT_S
+                ) -> "asyncio.Future[Element]":
+        """Send an iq get/set from the server (``from_``: the domain or an account's
+        bare JID) to a bound session; the future resolves with the result/error
+        element, or raises TimeoutError."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        if len(self._pending) >= MAX_PENDING_IQ:
+            fut.set_exception(RuntimeError("too many server iq requests in flight"))
+            return fut
+        self._iq_seq += 1
+        iq_id = f"xmppd-{self._iq_seq}"
+        iq.set("id", iq_id)
+        iq.set("from", from_)
+        iq.set("to", str(session.jid))
+        key = (iq_id, str(session.jid))
+        self._pending[key] = fut
+        handle = loop.call_later(timeout, self._expire_pending, key)
+        fut.add_done_callback(lambda _f: (handle.cancel(), self._pending.pop(key, None)))
+        session.send_bytes(serialize(iq))
+        return fut
+
+    def _expire_pending(self, key: tuple[str, str]) -> None:
+        fut = self._pending.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(TimeoutError(f"no answer to iq {key[0]}"))
+
+    def _answer_pending(self, session: Session, el: Element) -> None:
+        fut = self._pending.pop((el.get("id", ""), str(session.jid)), None)
+        if fut is not None and not fut.done():
+            fut.set_result(el)
 
     def _send_iq_reply(self, session: Session, request: Element, reply: Element, default_from: str) -> None:
         if reply.get("id") is None and request.get("id") is not None:

@@ -50,8 +50,14 @@ class Disco(Module):
 
     def account_info(self, session, req: Element) -> Element:
         reply, q = self._reply(req)
-        SubElement(q, f"{{{NS_INFO}}}identity", {"category": "account", "type": "registered"})
-        SubElement(q, f"{{{NS_INFO}}}feature", {"var": NS_INFO})
+        h = self.server.hooks
+        for cat, typ, name in sorted(h.account_identities | {("account", "registered", "")}):
+            attrs = {"category": cat, "type": typ}
+            if name:
+                attrs["name"] = name
+            SubElement(q, f"{{{NS_INFO}}}identity", attrs)
+        for feat in sorted(h.account_features | {NS_INFO}):
+            SubElement(q, f"{{{NS_INFO}}}feature", {"var": feat})
         return reply
 
     def account_items(self, session, req: Element) -> Element:

@@ -295,7 +295,8 @@ class AuthChain:
 
 
 def _combined(unavailable: list[tuple[str, AuthUnavailable]]) -> AuthUnavailable:
-    reason = "; ".join(f"{name}: {exc.reason}" for name, exc in unavailable)
+    reason = "; ".join(exc.reason if exc.reason.startswith(f"{name}:") else f"{name}: {exc.reason}"
+                       for name, exc in unavailable)
     err = AuthUnavailable(reason)
     err.__cause__ = unavailable[0][1]
     return err

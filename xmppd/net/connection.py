@@ -46,8 +46,9 @@ log = logging.getLogger("xmppd.c2s")
 MAX_PREAUTH_BUFFER = 64 * 1024
 #: a peer that does not read makes us buffer; beyond this it is disconnected
 MAX_SEND_BUFFER = 8 * 1024 * 1024
-#: longest wait for an auth backend answer before temporary-auth-failure
-AUTH_BACKEND_TIMEOUT_S = 10.0
+#: safety net over the whole auth-chain call; each method has its own, shorter timeout
+#: (auth.http request_timeout, auth.ldap request_timeout, the database's command timeout)
+AUTH_BACKEND_TIMEOUT_S = 65.0
 #: how long a closing stream may take to flush before the transport is aborted
 CLOSE_GRACE_S = 5.0
 #: resources one account may bind at once
@@ -76,6 +77,8 @@ class C2SConnection(asyncio.Protocol):
         self._busy = False
         self._closing = False
         self._task: asyncio.Task | None = None
+        #: plaintext that arrived while OCSP runs (the parser restarts only after the offer)
+        self._held_plain: bytearray | None = None
         self.started = self.last_rx = time.monotonic()
         # Session (router) view
         self.jid: JID | None = None
@@ -170,6 +173,9 @@ class C2SConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------- input
     def _feed_plain(self, data: bytes) -> None:
+        if self._held_plain is not None:
+            self._held_plain += data
+            return
         if self.parser is None:
             return
         if not self.machine.authenticated or self.machine.state is not State.BOUND:
@@ -257,6 +263,22 @@ class C2SConnection(asyncio.Protocol):
     def _on_handshake(self) -> None:
         self._tls_ready = True
         self.cert_check = check = self.tls.peer_cert_check()
+        if check.ok and self.listener.ocsp is not None:
+            self._held_plain = bytearray()
+            self._start_task(self._ocsp_then_offer())  # reading paused: nothing runs before the offer
+            return
+        self._offer_sasl()
+
+    async def _ocsp_then_offer(self) -> None:
+        self.cert_check = await self.listener.ocsp_check(self, self.cert_check)
+        held, self._held_plain = self._held_plain, None
+        self._offer_sasl()
+        if held and not self._closing:
+            self._feed_plain(bytes(held))
+        self._resume()
+
+    def _offer_sasl(self) -> None:
+        check = self.cert_check
         if check.presented and not check.ok:
             self.listener.audit_cert_rejected(self, check)
         self._perform(self.machine.tls_established(self.listener.sasl_offer(self)))

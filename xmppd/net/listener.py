@@ -13,7 +13,8 @@ from auth.registry import AuthChain
 from ..config import C2SListener as ListenerConfig
 from ..sasl import ExternalPolicy, create_mechanism
 from ..stream.c2s import AuthFinished, C2SSettings, SaslOffer
-from ..tls.context import ServerTLS
+from ..tls.context import CertCheck, ServerTLS
+from ..tls.ocsp import OCSPChecker
 from .connection import C2SConnection
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ class C2SListener:
                              verify_mode=t.verify_mode, disconnect_on_failure=t.disconnect_on_failure,
                              crl_files=t.crl_files, versions=t.versions, ciphers=t.ciphers,
                              key_password=t.password)
+        #: OCSP for client certificates (tls.ocsp), asked before the SASL offer
+        self.ocsp = OCSPChecker(mode=t.ocsp, timeout_s=t.ocsp_timeout_s, url=t.ocsp_url or None,
+                                cache_s=t.ocsp_cache_s) \
+            if t.ocsp != "off" and self.tls.requests_client_cert else None
         self.auth_chain: AuthChain = server.auth_chain.restricted(config.allowed_auth_methods or None)
         auth = server.config.auth
         self.c2s_settings = C2SSettings(
@@ -59,6 +64,7 @@ class C2SListener:
             max_stanza_bytes=config.max_stanza_bytes,
             max_stanza_bytes_preauth=config.max_stanza_bytes_preauth,
             max_auth_attempts=config.max_auth_attempts,
+            bind_features=tuple(server.hooks.stream_features),
         )
         self.mechanisms = tuple(config_mechanism_name(n) for n in auth.sasl_mechanisms)
         self.external_policy = ExternalPolicy(
@@ -147,6 +153,29 @@ class C2SListener:
 
         return SaslOffer(offered, factory, withheld)
 
+    # ------------------------------------------------------------ OCSP
+    async def ocsp_check(self, conn: C2SConnection, check: CertCheck) -> CertCheck:
+        """The certificate check after OCSP; audits every answer but "good"."""
+        assert self.ocsp is not None
+        try:
+            new, answer = await self.ocsp.judge(check, self.tls.issuer_of)
+        except Exception:  # a bug of ours: fail the way the mode says
+            log.exception("%s: OCSP check failed unexpectedly", self.name)
+            if self.ocsp.mode == "soft":
+                return check
+            return CertCheck(presented=True, ok=False, reason="ocsp-unavailable", facts=check.facts)
+        if answer.status not in ("good", "skipped"):
+            rec = {"event": "ocsp", "listener": self.name, "peer": conn.peer, "mode": self.ocsp.mode,
+                   "status": answer.status, "detail": answer.detail, "cached": answer.cached,
+                   "result": "rejected" if not new.ok else "warning",
+                   "reason": new.reason if not new.ok else "ocsp-unavailable"}
+            rec.update(self._cert_fields(check))
+            self.server.audit.write(rec)
+            if new.ok:
+                log.warning("%s: %s: OCSP %s (%s); accepted (tls.ocsp = soft)", self.name, conn.peer,
+                            answer.status, answer.detail)
+        return new
+
     # ------------------------------------------------------------ audit
     def _cert_fields(self, check) -> dict:
         if check is None or check.facts is None:
@@ -162,6 +191,8 @@ class C2SListener:
             "jid": f"{a.username}@{a.domain}" if a.username else None,
             "reason": a.reason, "condition": a.condition, "auth_method": method if a.ok else None,
         }
+        if not a.ok and a.detail:
+            rec["detail"] = a.detail
         if not a.ok and conn.attempted:
             rec["attempted"] = conn.attempted
         conn.attempted = None

@@ -142,6 +142,8 @@ class AuthFinished:
     condition: str | None
     strategy: str | None = None
     authzid: str | None = None
+    #: the full failure text (for the audit log; may say more than the client is told)
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,8 @@ class C2SSettings:
     max_stanza_bytes: int
     max_stanza_bytes_preauth: int
     max_auth_attempts: int = 3
+    #: extra stream features offered with <bind/> (``Hooks.stream_features``, e.g. XEP-0352 <csi/>)
+    bind_features: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +346,8 @@ class C2SMachine:
         else:
             self.state = State.WAIT_BIND
             feats = (f"<bind xmlns='{NS_BIND}'/>"
-                     f"<session xmlns='{NS_SESSION}'><optional/></session>")
+                     f"<session xmlns='{NS_SESSION}'><optional/></session>"
+                     + b"".join(self.settings.bind_features).decode())
         return [Send(header + f"<stream:features>{feats}</stream:features>".encode())]
 
     def _on_negotiation_element(self, st: Stanza) -> list[Action]:
@@ -451,8 +456,10 @@ class C2SMachine:
         """The backend could not answer (timeout, down)."""
         if self.state is not State.SASL:
             return []
+        # the client learns that it may retry; the audit log gets the backend's own words
         return self._auth_failed(SaslFailureCondition.TEMPORARY_AUTH_FAILURE, "backend-unavailable",
-                                 f"backend-unavailable: {reason}")
+                                 "backend-unavailable: the authentication service did not answer; try again later",
+                                 detail=reason)
 
     def _step(self, step: object) -> list[Action]:
         if isinstance(step, Challenge):
@@ -485,13 +492,14 @@ class C2SMachine:
         raise TypeError(f"unexpected SASL step {step!r}")
 
     def _auth_failed(self, condition: SaslFailureCondition, reason: str, text: str,
-                     *, mechanism: str | None = None) -> list[Action]:
+                     *, mechanism: str | None = None, detail: str | None = None) -> list[Action]:
         self.failed_auths += 1
         self._mech = None
         self.state = State.WAIT_AUTH
         domain = self.domain or self.settings.default_domain
         out: list[Action] = [
-            AuthFinished(mechanism or self._mech_name, False, None, domain, reason, condition.value),
+            AuthFinished(mechanism or self._mech_name, False, None, domain, reason, condition.value,
+                         detail=detail or text),
             Send(_sasl_failure(condition, text)),
         ]
         if self.failed_auths >= self.settings.max_auth_attempts:

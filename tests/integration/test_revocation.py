@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-import ssl
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+import pytest
 
-from tests.support.pki import PKIFactory
-from xmppd.pki import create_ca, issue_server_cert, write_cert, write_private_key
+from tests.support.ocsp_responder import (
+    OCSPResponder,
+    free_port,
+    issue_aia_client,
+    issue_forged_issuer_cert,
+    issue_responder_cert,
+)
 
 from .harness import WAIT_S
 from .rawclient import RawClient
@@ -146,3 +148,166 @@ async def test_a_broken_crl_on_reload_keeps_the_previous_one(make_server, client
     feats, answer = await external_outcome(server, pki, bad)
     assert b"revoked" in answer
     assert not [r for r in audit_records(server) if r["event"] == "session-revoked"]
+
+
+# ---------------------------------------------------------------- OCSP
+
+
+@pytest.fixture
+def responders(tmp_path, pki):
+    """responders(signer=None) -> a stopped OCSPResponder for the test CA
+    (default signer: a delegated responder certificate); all stopped at the end."""
+    made: list[OCSPResponder] = []
+
+    def make(signer=None) -> OCSPResponder:
+        if signer is None:
+            signer = issue_responder_cert(pki.dir, f"ocsp-signer-{len(made)}-{tmp_path.name}", pki.ca)
+        r = OCSPResponder(tmp_path / f"ocsp{len(made)}", ca_cert=pki.ca_path, signer=signer)
+        r.port = free_port()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def aia_client(pki, name: str, url: str | None, jid: str | None = None):
+    return issue_aia_client(pki.dir, name, pki.ca, xmpp_addrs=[jid or f"{name}@localhost"], ocsp_url=url)
+
+
+def ocsp_listener(pki, mode: str, **tls):
+    return listener(pki, ocsp=mode, ocsp_timeout_s=tls.pop("ocsp_timeout_s", 3.0), **tls)
+
+
+def ocsp_records(server) -> list[dict]:
+    return [r for r in audit_records(server) if r["event"] == "ocsp"]
+
+
+async def test_ocsp_good_answer_offers_external_to_a_real_client(make_server, clients, pki, responders):
+    r = responders()
+    alice = aia_client(pki, "og-alice", r.url, "alice@localhost")
+    r.write_index(good=[alice])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[
+        ocsp_listener(pki, "hard"), dict(ocsp_listener(pki, "hard"), tls=dict(
+            ocsp_listener(pki, "hard")["tls"], mode="tls"))])
+    # slixmpp over STARTTLS sends its stream header right behind the handshake:
+    # it must wait for the OCSP answer, not be lost
+    a = await clients("alice@localhost", cert=alice, mechanisms=["EXTERNAL"]).login(server.listener_port(0))
+    assert str(a.boundjid.bare) == "alice@localhost"
+    d = await clients("alice@localhost", cert=alice, mechanisms=["EXTERNAL"],
+                      direct_tls=True).login(server.listener_port(1))
+    await assert_still_talks(d, a, "both logged in after OCSP")
+    assert r.requests() >= 1
+    assert not ocsp_records(server)
+
+
+async def test_ocsp_revoked_answer_withholds_external_with_reason_revoked(make_server, pki, responders):
+    r = responders()
+    mallory = aia_client(pki, "or-mallory", r.url)
+    r.write_index(revoked=[mallory])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "soft")])
+    feats, answer = await external_outcome(server, pki, mallory)
+    assert b"<mechanism>EXTERNAL</mechanism>" not in feats
+    assert b"revoked" in answer and b"<success" not in answer
+    rejected = [x for x in audit_records(server) if x["event"] == "client-cert"]
+    assert rejected and rejected[-1]["reason"] == "revoked"
+    assert rejected[-1]["cert_fingerprint"] == mallory.fingerprint_sha256
+    assert ocsp_records(server)[-1]["status"] == "revoked"
+
+
+async def test_ocsp_responder_down_in_soft_mode_offers_external_and_audits_a_warning(
+        make_server, pki):
+    dead = f"http://127.0.0.1:{free_port()}/"
+    alice = aia_client(pki, "os-alice", dead)
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "soft")])
+    feats, answer = await external_outcome(server, pki, alice)
+    assert b"<mechanism>EXTERNAL</mechanism>" in feats and b"<success" in answer
+    warning = ocsp_records(server)[-1]
+    assert warning["result"] == "warning" and warning["status"] == "unavailable"
+    assert warning["reason"] == "ocsp-unavailable" and dead in warning["detail"]
+    assert warning["cert_serial"] == format(alice.serial, "x")
+
+
+async def test_ocsp_responder_down_in_hard_mode_withholds_external_with_ocsp_unavailable(
+        make_server, pki):
+    alice = aia_client(pki, "oh-alice", f"http://127.0.0.1:{free_port()}/")
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "hard")])
+    feats, answer = await external_outcome(server, pki, alice)
+    assert b"<mechanism>EXTERNAL</mechanism>" not in feats
+    assert b"ocsp-unavailable" in answer and b"<success" not in answer
+    assert ocsp_records(server)[-1]["result"] == "rejected"
+
+
+async def test_ocsp_responder_that_never_answers_is_cut_off_by_the_timeout(make_server, pki):
+    async def silent(reader, writer):
+        await reader.read(65536)
+        await asyncio.sleep(30)
+
+    tarpit = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{tarpit.sockets[0].getsockname()[1]}/"
+        alice = aia_client(pki, "ot-alice", url)
+        server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "hard", ocsp_timeout_s=0.5)])
+        start = asyncio.get_running_loop().time()
+        feats, answer = await external_outcome(server, pki, alice)
+        assert asyncio.get_running_loop().time() - start < 5
+        assert b"EXTERNAL</mechanism>" not in feats and b"ocsp-unavailable" in answer
+        assert "no answer within 0.5s" in ocsp_records(server)[-1]["detail"]
+    finally:
+        tarpit.close()
+
+
+async def test_a_forged_ocsp_response_signed_by_another_key_is_not_trusted(make_server, pki, responders):
+    # the forger's certificate carries the CA's exact name, but not its key
+    forged = issue_forged_issuer_cert(pki.dir, "ocsp-forger", pki.ca)
+    r = responders(signer=forged)
+    alice = aia_client(pki, "of-alice", r.url)
+    r.write_index(good=[alice])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "hard")])
+    feats, answer = await external_outcome(server, pki, alice)
+    assert b"EXTERNAL</mechanism>" not in feats and b"ocsp-unavailable" in answer
+    assert "bad signature" in ocsp_records(server)[-1]["detail"]
+    assert r.requests() == 1  # it was asked, and its "good" was not believed
+
+
+async def test_a_responder_delegated_by_another_ca_is_not_trusted(make_server, pki, responders):
+    signer = issue_responder_cert(pki.dir, "ocsp-other-ca-signer", pki.other_ca)
+    r = responders(signer=signer)
+    alice = aia_client(pki, "oo-alice", r.url)
+    r.write_index(good=[alice])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "hard")])
+    feats, answer = await external_outcome(server, pki, alice)
+    assert b"ocsp-unavailable" in answer
+    assert "not issued by" in ocsp_records(server)[-1]["detail"]
+
+
+async def test_a_cached_ocsp_answer_avoids_a_second_query(make_server, pki, responders):
+    r = responders()
+    alice = aia_client(pki, "oc-alice", r.url)
+    r.write_index(good=[alice])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[ocsp_listener(pki, "hard", ocsp_cache_s=300)])
+    assert b"<success" in (await external_outcome(server, pki, alice))[1]
+    assert r.requests() == 1
+    assert b"<success" in (await external_outcome(server, pki, alice))[1]
+    assert r.requests() == 1  # served from the cache
+    r.stop()  # even with the responder gone (hard mode), the cached "good" holds
+    assert b"<success" in (await external_outcome(server, pki, alice))[1]
+    assert server.listeners[0].ocsp.queries == 1
+
+
+async def test_ocsp_cache_disabled_asks_every_time_and_ocsp_url_overrides_aia(make_server, pki, responders):
+    r = responders()
+    alice = aia_client(pki, "ou-alice", None)  # no AIA at all
+    r.write_index(good=[alice])
+    r.start()
+    server = await make_server(no_watcher(), listeners=[
+        ocsp_listener(pki, "hard", ocsp_cache_s=0, ocsp_url=r.url)])
+    for _ in range(2):
+        assert b"<success" in (await external_outcome(server, pki, alice))[1]
+    assert r.requests() == 2

@@ -4,7 +4,9 @@
     xmppd check-config FILE                 validate; exit 2 naming the TOML key on error
     xmppd certs init-ca [--dir certs]       dev/test CA (key 0600)
     xmppd certs server DOMAIN... [--dir]    server certificate signed by that CA
-    xmppd certs issue JID [--p12 FILE]      client certificate (xmppAddr + CN, EKU clientAuth), .p12, import steps
+    xmppd certs issue JID [--p12 FILE]      client certificate (xmppAddr + CN, EKU clientAuth), .p12, import steps;
+                                            recorded in the account's certificate registry
+    xmppd certs list|revoke|renew|policy|crl  the certificate registry (xmppd/cli_certs.py)
     xmppd user add|passwd|remove JID        password accounts (stored as SCRAM keys)
 """
 
@@ -189,7 +191,10 @@ def cmd_certs_issue(args) -> int:
         print(f"  slixmpp: ClientXMPP('{jid}', None) with certfile={out / 'cert.pem'} keyfile={out / 'key.pem'}")
         print(f"  profanity/libstrophe: /account set {jid} tls.cert {out / 'cert.pem'}; tls.key {out / 'key.pem'}")
         print("  Gajim >= 1.2 cannot send client certificates (nbxmpp dropped it); use a password account there.")
-    return 0
+    from .cli_certs import record_issued
+
+    return record_issued(args, jid, issued, prefix=getattr(args, "record_prefix", "issued"),
+                         also=getattr(args, "record_also", None))
 
 
 # ------------------------------------------------------------------ users
@@ -309,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--p12", help="also write a PKCS#12 bundle for importing into a client")
     cc.add_argument("--password-file", help="p12 passphrase from a file ('-' = stdin); default: generated and printed")
     cc.add_argument("--legacy-p12", action="store_true", help="3DES/SHA-1 encryption for old Android/macOS importers")
+    cc.add_argument("--name", help="name in the account's certificate registry (default: 'issued SERIAL')")
+    cc.add_argument("--config", "-c", help="TOML file (default: the embedded config) — where the registry is")
     cc.set_defaults(func=cmd_certs_issue)
+    from .cli_certs import add_certs_commands
+
+    add_certs_commands(certs)
 
     from .cli_audit import add_audit_commands
     add_audit_commands(sub)

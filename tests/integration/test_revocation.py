@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tests.support.ocsp_responder import (
     OCSPResponder,
@@ -18,6 +21,7 @@ from tests.support.ocsp_responder import (
     issue_forged_issuer_cert,
     issue_responder_cert,
 )
+from xmppd.pki import create_ca, issue_server_cert, write_cert, write_private_key
 
 from .harness import WAIT_S
 from .rawclient import RawClient
@@ -311,3 +315,83 @@ async def test_ocsp_cache_disabled_asks_every_time_and_ocsp_url_overrides_aia(ma
     for _ in range(2):
         assert b"<success" in (await external_outcome(server, pki, alice))[1]
     assert r.requests() == 2
+
+
+# ---------------------------------------------------------------- hot reload of server cert + CA bundle
+
+
+class ReloadableFiles:
+    """Server certificate, key and client-CA bundle in a directory of their own."""
+
+    def __init__(self, directory, pki) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cert, self.key, self.cas = directory / "server.pem", directory / "server.key", directory / "ca.pem"
+        shutil.copyfile(pki.server.cert, self.cert)
+        shutil.copyfile(pki.server.key, self.key)
+        shutil.copyfile(pki.ca_path, self.cas)
+
+    def listener(self, pki, **tls) -> dict:
+        return listener(pki, certfile=str(self.cert), keyfile=str(self.key), cacertfile=str(self.cas), **tls)
+
+    def replace(self, pki, second_ca) -> str:
+        """A new server certificate (same trusted CA, new key) and a CA bundle that
+        also trusts ``second_ca``; returns the new certificate's SHA-256 fingerprint."""
+        issued = issue_server_cert(pki.ca, ["localhost"])
+        write_private_key(self.key, issued.key)
+        write_cert(self.cert, issued.cert)
+        write_cert(self.cas, pki.ca.cert, second_ca.cert)
+        return issued.cert.fingerprint(hashes.SHA256()).hex()
+
+
+async def served_fingerprint(server, pki) -> str:
+    """SHA-256 of the certificate a new STARTTLS connection is shown."""
+    c = await RawClient.open(server.listener_port(0), ca=pki.ca_path)
+    try:
+        await c.starttls()
+        der = c.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).fingerprint(hashes.SHA256()).hex()
+    finally:
+        await c.close()
+
+
+async def test_reloading_a_new_server_certificate_and_ca_bundle_keeps_live_sessions(
+        make_server, clients, pki, tmp_path):
+    files = ReloadableFiles(tmp_path / "hot", pki)
+    server = await make_server(no_watcher(), listeners=[files.listener(pki)])
+    port = server.listener_port(0)
+    alice = await clients("alice@localhost", cert=pki.client("hr-alice", xmpp_addrs=["alice@localhost"])) \
+        .login(port)
+    bob = await clients("bob@localhost", cert=pki.client("hr-bob", xmpp_addrs=["bob@localhost"])).login(port)
+    old = await served_fingerprint(server, pki)
+    assert old == pki.server.fingerprint_sha256
+    second_ca = create_ca("hot reload second CA")
+    newcomer = pki.client("hr-dave", ca=second_ca, xmpp_addrs=["dave@localhost"])
+    feats, _ = await external_outcome(server, pki, newcomer)
+    assert b"<mechanism>EXTERNAL</mechanism>" not in feats  # its CA is not trusted yet
+
+    new = files.replace(pki, second_ca)
+    server.reload()  # what SIGHUP calls
+
+    assert await served_fingerprint(server, pki) == new != old
+    d = await clients("dave@localhost", cert=newcomer).login(port)  # the new CA bundle is in use
+    await assert_still_talks(alice, bob, "the old sessions survived the reload")
+    await assert_still_talks(bob, alice, "both ways")
+    await assert_still_talks(d, alice, "and meet the new one")
+    assert not [r for r in audit_records(server) if r["event"] == "session-revoked"]
+
+
+async def test_the_file_watcher_picks_up_a_new_server_certificate_without_dropping_sessions(
+        make_server, clients, pki, tmp_path):
+    files = ReloadableFiles(tmp_path / "hot-watch", pki)
+    server = await make_server(no_watcher(0.1), listeners=[files.listener(pki)])
+    port = server.listener_port(0)
+    alice = await clients("alice@localhost", cert=pki.client("hw-alice", xmpp_addrs=["alice@localhost"])) \
+        .login(port)
+    second_ca = create_ca("watcher second CA")
+    new = files.replace(pki, second_ca)
+    async with asyncio.timeout(WAIT_S):
+        while await served_fingerprint(server, pki) != new:
+            await asyncio.sleep(0.1)
+    d = await clients("dave@localhost", cert=pki.client("hw-dave", ca=second_ca,
+                                                        xmpp_addrs=["dave@localhost"])).login(port)
+    await assert_still_talks(alice, d, "alice stayed connected")

@@ -2,12 +2,14 @@
 
 from .base import Module
 from .disco import Disco
+from .e2ee_policy import E2EEPolicy
 from .ping import Ping
+from .offline import Offline
 from .saslcert import SaslCert
 from .version import Version
 
 #: modules every server loads, in setup order
-BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert)
+BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -34,6 +34,11 @@ class Module:
     async def stop(self) -> None:
         """Release resources."""
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Checks beyond the types of ``options_spec`` (values inside a table or
+        list, ranges); raise ConfigError naming the key.  Runs at config load."""
+
 
 def parse_module_options(cls: type[Module], raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``[modules.<name>]``; errors name the TOML key."""
@@ -56,4 +61,5 @@ def parse_module_options(cls: type[Module], raw: Mapping[str, Any]) -> dict[str,
             raise ConfigError(path, f"expected {' or '.join(t.__name__ for t in types)}, "
                                     f"got {type(value).__name__}")
         out[key] = value
+    cls.check_options(out)
     return out

@@ -29,6 +29,22 @@ Hooks
 ``message_undeliverable(router, sender, to, stanza) -> bool``
     a message for a local account with no available resource (offline storage
     claims it by returning True); unclaimed → service-unavailable.
+``initial_presence(session)``
+    a session just sent its initial available presence (RFC 6121 §4.2):
+    the moment to deliver stored offline messages (``session_bound`` is too
+    early: the client is not yet ready to receive).
+``message_stamp(sender_jid, to_bare, stanza, data) -> bytes``
+    transform the exact bytes a message to local account ``to_bare`` will be
+    delivered (or stored offline) as; each handler gets the previous one's
+    output.  Used to insert ``<stanza-id/>`` (XEP-0359) by byte insertion.
+    ``Router.message_bytes`` runs the chain; it must be idempotent per stanza.
+``stream_features`` (list of bytes)
+    extra ``<stream:features/>`` children offered after authentication, next
+    to ``<bind/>`` (e.g. ``<csi xmlns='urn:xmpp:csi:0'/>``, XEP-0352).
+``nonza`` (Clark tag) -> handler(session, element)
+    top-level elements other than message/presence/iq sent by a bound client
+    (e.g. XEP-0352 ``<active/>``); a tag without a handler closes the stream
+    with ``unsupported-stanza-type`` (RFC 6120 §8.1).
 ``disco features / identities``
     static data declared by modules (``Module.features``, ``Module.identities``).
 """
@@ -58,10 +74,15 @@ class Hooks:
     #: disco#info of an account's bare JID (e.g. PEP: identity pubsub/pep)
     account_features: set[str] = field(default_factory=set)
     account_identities: set[tuple[str, str, str]] = field(default_factory=set)
+    #: bind-phase stream features (bytes), see ``stream_features`` above
+    stream_features: list[bytes] = field(default_factory=list)
+    #: top-level elements after bind: Clark tag -> handler(session, element)
+    nonza: dict[str, Callable[[Any, Any], None]] = field(default_factory=dict)
     _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
 
     EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",
-                        "stanza_out", "stanza_in", "message_delivered"})
+                        "stanza_out", "stanza_in", "message_delivered",
+                        "initial_presence", "message_stamp"})
 
     def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
         if event not in self.EVENTS:

@@ -57,6 +57,15 @@ class Router:
             element.set(k, v)
         return serialize(element)
 
+    def message_bytes(self, sender: JID, to_bare: JID, stanza: Stanza) -> bytes:
+        """The exact bytes a message to local account ``to_bare`` is delivered
+        (or stored offline) as: ``from`` stamped, then the ``message_stamp``
+        hooks (e.g. XEP-0359 ``<stanza-id/>`` inserted by MAM)."""
+        data = self._bytes_for(stanza, stanza.element, {"from": str(sender)})
+        for hook in self.hooks.handlers("message_stamp"):
+            data = hook(sender, to_bare, stanza, data)
+        return data
+
     def send_element(self, session: Session, element: Element) -> None:
         session.send_bytes(serialize(element))
 
@@ -74,6 +83,10 @@ class Router:
         tag = el.tag
         sender = session.jid
         if tag not in (MESSAGE, PRESENCE, IQ):
+            nonza = self.hooks.nonza.get(tag)
+            if nonza is not None:  # e.g. XEP-0352 <active/>: a module's business
+                nonza(session, el)
+                return
             # RFC 6120 §8.1: only the three stanza kinds after negotiation
             session.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, f"unsupported stanza {tag}")
             return
@@ -231,11 +244,10 @@ class Router:
             return  # messages to the server itself: nothing to do (RFC 6121 §8.5.1)
         if self._filtered_in(sender, to, stanza):
             return
-        attrs = {"from": str(sender)}
         if to.resource is not None:
             target = self.sessions.get(to)
             if target is not None:
-                target.send_bytes(self._bytes_for(stanza, el, attrs))
+                target.send_bytes(self.message_bytes(sender, to.bare, stanza))
                 self._delivered(sender, to.bare, stanza, [target])
                 return
             # RFC 6121 §8.5.3.2.1: no such resource — treat as bare for normal/chat/headline
@@ -256,7 +268,7 @@ class Router:
             else:
                 top = max(s.priority for s in available)
                 targets = [s for s in available if s.priority == top]
-            data = self._bytes_for(stanza, el, attrs)
+            data = self.message_bytes(sender, bare, stanza)
             for target in targets:
                 target.send_bytes(data)
             self._delivered(sender, bare, stanza, targets)
@@ -339,6 +351,9 @@ class Router:
                         last, last.element, {"from": str(other.jid), "to": str(sender)}))
         if typ == "unavailable":
             self._unavailable_to_directed(session)
+        elif not was_available:
+            for hook in self.hooks.handlers("initial_presence"):  # e.g. offline delivery
+                hook(session)
 
     def _unavailable_to_directed(self, session: Session) -> None:
         directed = getattr(session, "directed", None)

@@ -19,7 +19,7 @@ from xmppd.audit import read_records
 from xmppd.storage.certs import ACTIVE, DISABLED, REVOKED, CertRegistry, add_facts
 from xmppd.tls.identity import cert_facts
 
-from .harness import AuthFailed, deep_merge
+from .harness import AuthFailed
 
 NS = "urn:xmpp:saslcert:1"
 _n = itertools.count()

@@ -7,8 +7,10 @@ Two halves on the hook API:
 
   ``always``     only an *active* registered certificate logs in
                  (``cert-not-registered`` otherwise);
-  ``ifpresent``  an account with registered certificates accepts only its
-                 active ones; an account without any is unaffected;
+  ``ifpresent``  an account with registered certificates (in any state: an
+                 account whose certificates were all revoked stays pinned)
+                 accepts only its active ones; an account without any is
+                 unaffected;
   ``never``      registration is not required.
 
   Under every policy a registered certificate that was disabled or revoked is

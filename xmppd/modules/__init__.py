@@ -4,12 +4,13 @@ from .base import Module
 from .disco import Disco
 from .e2ee_policy import E2EEPolicy
 from .ping import Ping
+from .carbons import Carbons
 from .offline import Offline
 from .saslcert import SaslCert
 from .version import Version
 
 #: modules every server loads, in setup order
-BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline)
+BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline, Carbons)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

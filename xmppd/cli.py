@@ -1,6 +1,9 @@
 """Command line: wiring only.
 
     xmppd run [--config FILE]               start (no --config: embedded default, dev certs under ./certs)
+    xmppd run --ephemeral [--accounts N] [--domain D] [--json FILE|-]
+                                            throw-away server for CI (xmppd/ephemeral.py): temp dir, fresh PKI,
+                                            test accounts, free ports; prints one JSON document; SIGTERM cleans up
     xmppd check-config FILE                 validate; exit 2 naming the TOML key on error
     xmppd certs init-ca [--dir certs]       dev/test CA (key 0600)
     xmppd certs server DOMAIN... [--dir]    server certificate signed by that CA
@@ -55,6 +58,12 @@ def _ensure_default_pki(config) -> None:
 
 # ------------------------------------------------------------------ run
 def cmd_run(args) -> int:
+    if args.ephemeral:
+        if args.config:
+            return _fail("--ephemeral builds its own configuration: drop --config", EXIT_USAGE)
+        from .ephemeral import run_ephemeral
+        return run_ephemeral(accounts=args.accounts, domain=args.domain, json_target=args.json,
+                             log_level=args.log_level)
     config = _load(args)
     logging.basicConfig(level=(args.log_level or config.general.loglevel).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -288,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="start the server")
     r.add_argument("--config", "-c", help="TOML file (default: embedded localhost config, dev certs in ./certs)")
     r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    r.add_argument("--ephemeral", action="store_true",
+                   help="throw-away server for CI: temp dir, fresh CA, test accounts, free ports on 127.0.0.1")
+    r.add_argument("--accounts", type=int, default=2, metavar="N", help="--ephemeral: user1..N (default 2)")
+    r.add_argument("--domain", default="localhost", help="--ephemeral: the served domain (default localhost)")
+    r.add_argument("--json", default="-", metavar="FILE|-", help="--ephemeral: where the JSON goes (default stdout)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file")

@@ -29,6 +29,12 @@ Hooks
 ``message_undeliverable(router, sender, to, stanza) -> bool``
     a message for a local account with no available resource (offline storage
     claims it by returning True); unclaimed → service-unavailable.
+``presence_out(session, stanza, to, typ) -> bool``
+    a presence from a bound client, after ``from`` is stamped and ``to``
+    checked (``to`` is None for broadcast presence, else a local JID).  True =
+    consumed: the router's default (own-resource broadcast, directed presence,
+    raw forwarding) is skipped.  The roster module claims subscription types
+    (RFC 6121 §3), the presence module broadcast and probes (§4).
 ``initial_presence(session)``
     a session just sent its initial available presence (RFC 6121 §4.2):
     the moment to deliver stored offline messages (``session_bound`` is too
@@ -82,7 +88,7 @@ class Hooks:
 
     EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",
                         "stanza_out", "stanza_in", "message_delivered",
-                        "initial_presence", "message_stamp"})
+                        "initial_presence", "message_stamp", "presence_out"})
 
     def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
         if event not in self.EVENTS:

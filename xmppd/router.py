@@ -284,16 +284,21 @@ class Router:
     def _presence(self, session: Session, stanza: Stanza, to: JID | None, typ: str | None) -> None:
         el = stanza.element
         sender = session.jid
+        if to is not None:
+            if to.domain not in self.hosts:
+                self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND,
+                            f"no route to {to.domain}", from_=to.domain)
+                return
+            if to.local is None:
+                return
+        # modules own presence policy: roster (subscriptions), presence (broadcast, probes)
+        for hook in self.hooks.handlers("presence_out"):
+            if hook(session, stanza, to, typ):
+                return
         if to is None:
             if typ is None or typ == "unavailable":
-                self._broadcast_own(session, stanza, typ)
+                self.broadcast_own(session, stanza, typ)
             return  # subscription management without 'to' is meaningless
-        if to.domain not in self.hosts:
-            self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND,
-                        f"no route to {to.domain}", from_=to.domain)
-            return
-        if to.local is None:
-            return
         if self._filtered_in(sender, to, stanza):
             return
         data = self._bytes_for(stanza, el, {"from": str(sender)})
@@ -323,8 +328,10 @@ class Router:
         for hook in self.hooks.handlers("message_delivered"):
             hook(sender, to_bare, stanza, targets)
 
-    def _broadcast_own(self, session: Session, stanza: Stanza, typ: str | None) -> None:
-        """Presence broadcast to the user's other resources (RFC 6121 §4.2.2, §4.4.2)."""
+    def broadcast_own(self, session: Session, stanza: Stanza, typ: str | None) -> None:
+        """Presence broadcast to the user's other resources (RFC 6121 §4.2.2, §4.4.2);
+        records the session's availability, priority and last presence.  The
+        presence module adds the roster audience (subscribers, probes)."""
         el = stanza.element
         sender = session.jid
         was_available = session.available

@@ -1,16 +1,21 @@
 """Built-in modules, on the same hook API a third-party module uses."""
 
 from .base import Module
+from .blocking import Blocking
 from .disco import Disco
 from .e2ee_policy import E2EEPolicy
 from .ping import Ping
 from .carbons import Carbons
 from .offline import Offline
+from .presence import PresenceModule
+from .roster import RosterModule
+from .mam import Mam
 from .saslcert import SaslCert
 from .version import Version
 
 #: modules every server loads, in setup order
-BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline, Carbons)
+BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline,
+                                      RosterModule, PresenceModule, Blocking, Carbons, Mam)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -9,13 +9,12 @@ from .carbons import Carbons
 from .offline import Offline
 from .presence import PresenceModule
 from .roster import RosterModule
-from .mam import Mam
 from .saslcert import SaslCert
 from .version import Version
 
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline,
-                                      RosterModule, PresenceModule, Blocking, Carbons, Mam)
+                                      RosterModule, PresenceModule, Blocking, Carbons)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

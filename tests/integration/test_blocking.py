@@ -125,7 +125,6 @@ async def test_blocking_a_subscriber_sends_it_unavailable_and_stops_presence(ser
     await presence_from(bob, A, "unavailable")
     alice.send_presence(pstatus="still here")
     await no_presence_from(bob, A)
-    # a blocked contact's subscription request is dropped silently
     await alice.plugin["xep_0191"].unblock(B)
     await presence_from(bob, A, "available")  # XEP-0191 §3.4: presence again after unblock
 

@@ -379,6 +379,31 @@ class Router:
                 t.send_bytes(data_for(t.jid))
         directed.clear()
 
+    def redeliver(self, gone: Session, stanza: Stanza) -> None:
+        """A message sent to ``gone`` that its client never acknowledged (XEP-0198):
+        deliver it to the account's other resources, else treat it as undeliverable
+        (offline storage) — RFC 6121 §8.5.2.  Errors, groupchat and headlines are dropped."""
+        el = stanza.element
+        if el.tag != MESSAGE or el.get("type") in ("error", "groupchat", "headline"):
+            return
+        bare = gone.jid.bare
+        available = [s for s in self.sessions.resources(bare)
+                     if s is not gone and s.available and s.priority >= 0]
+        if available:
+            top = max(s.priority for s in available)
+            for target in available:
+                if target.priority == top:
+                    target.send_bytes(stanza.raw)
+            return
+        try:
+            sender = _AbsentSender(JID.parse(el.get("from", "")))
+        except InvalidJID:
+            return
+        for handler in self.hooks.handlers("message_undeliverable"):
+            if handler(self, sender, bare, stanza):
+                return
+        log.info("unacknowledged message to %s dropped: no resource and no offline storage", gone.jid)
+
     def session_ended(self, session: Session) -> None:
         """Called once when a bound session goes away (any reason)."""
         if session.available:
@@ -394,3 +419,19 @@ def _attr(value: str) -> str:
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace("'", "&apos;").replace('"', "&quot;"))
 
+
+class _AbsentSender:
+    """Stands for the sender of a message being redelivered: it is not on this stream."""
+
+    __slots__ = ("jid",)
+    available = False
+    priority = 0
+
+    def __init__(self, jid: JID) -> None:
+        self.jid = jid
+
+    def send_bytes(self, data: bytes) -> None:  # errors about a redelivery have nobody to go to
+        pass
+
+    def close_stream(self, condition, text: str = "") -> None:
+        pass

@@ -48,6 +48,8 @@ class Server:
         a = config.audit
         self.audit = AuditLog(a.file if a.enabled else None, max_bytes=a.max_bytes, keep=a.keep,
                               retention_days=a.retention_days)
+        #: the stream-management module, when loaded (it sets itself here in setup())
+        self.sm = None
         self.modules: list[Module] = [cls(self, opts) for cls, opts in enabled_modules(config)]
         for m in self.modules:
             self.hooks.features.update(m.features)

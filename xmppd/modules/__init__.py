@@ -12,11 +12,13 @@ from .offline import Offline
 from .presence import PresenceModule
 from .roster import RosterModule
 from .saslcert import SaslCert
+from .sm import StreamManagement
 from .version import Version
 
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline,
-                                      RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi)
+                                      RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
+                                      StreamManagement)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

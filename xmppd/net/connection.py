@@ -26,6 +26,7 @@ from ..stream.c2s import (
     Deliver,
     Established,
     RequestBind,
+    RequestResume,
     RestartParser,
     SaslNeed,
     Send,
@@ -89,6 +90,9 @@ class C2SConnection(asyncio.Protocol):
         self.bound = False
         #: the certificate this session logged in with (EXTERNAL), for revocation
         self.login_cert = None
+        #: XEP-0198 state (xmppd.modules.sm.SMState) once the client enabled it
+        self.sm = None
+        self._stream_ended = False
         #: the account the current SASL exchange is for (audit of failures)
         self.attempted: str | None = None
 
@@ -124,11 +128,13 @@ class C2SConnection(asyncio.Protocol):
         if plain and not self._closing:
             self._feed_plain(plain)
         if self.tls is not None and self.tls.peer_closed and not self._closing:
-            self._perform(self.machine.close())
+            self._closing = True  # TLS close_notify: like EOF, the connection is gone
+            if self.transport is not None:
+                self.transport.close()
 
     def eof_received(self) -> bool | None:
-        if not self._closing:
-            self._perform(self.machine.close())
+        # TCP FIN without </stream:stream>: the connection is lost, the stream did not end
+        # (a stream-management session stays resumable); the transport closes itself
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,16 +142,57 @@ class C2SConnection(asyncio.Protocol):
         self.listener.connections.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self.bound:
-            self.bound = False
-            if self.server.sessions.remove(self):
-                self.server.router.session_ended(self)
-            for handler in self.server.hooks.handlers("session_closed"):
-                handler(self)
         self.transport = None
+        if not self.bound:
+            return
+        sm = getattr(self.server, "sm", None)
+        if not self._stream_ended and sm is not None and sm.detach(self):
+            return  # XEP-0198: the session waits for a resumption
+        self._end_session()
+
+    def _end_session(self) -> None:
+        """The session is over (connection gone for good, or resumption window over)."""
+        self.bound = False
+        removed = self.server.sessions.remove(self)
+        sm = getattr(self.server, "sm", None)
+        if sm is not None and self.sm is not None:
+            sm.ended(self)  # unacknowledged messages go to other resources or offline
+        if removed:
+            self.server.router.session_ended(self)
+        for handler in self.server.hooks.handlers("session_closed"):
+            handler(self)
+
+    def end_detached(self) -> None:
+        """Stream management: the resumption window of this detached session is over."""
+        if self.bound and self.transport is None:
+            self._end_session()
+
+    def hand_over_to(self, new: "C2SConnection") -> None:
+        """Stream management resumption: ``new`` takes over this session."""
+        for attr in ("jid", "available", "priority", "last_presence", "directed", "login_cert"):
+            setattr(new, attr, getattr(self, attr))
+        new.bound = True
+        self.bound = False
+        self.sm = None
+        self.server.sessions.add(new)  # replaces this one under the same full JID
+        if self.transport is not None:  # the client came back before we noticed it had gone
+            self._closing = True
+            self.transport.abort()
 
     # ------------------------------------------------------------- output
     def send_bytes(self, data: bytes) -> None:
+        """A stanza for the client (counted and kept for re-sending under XEP-0198)."""
+        if self.sm is not None:
+            if not self.server.sm.sent(self, data):
+                self.close_stream(StreamErrorCondition.RESOURCE_CONSTRAINT,
+                                  "too many unacknowledged stanzas")
+                return
+            if self.transport is None:
+                return  # detached: kept until the session resumes or expires
+        self.write_raw(data)
+
+    def write_raw(self, data: bytes) -> None:
+        """Bytes for the client that are not counted stanzas (negotiation, nonzas, errors)."""
         tr = self.transport
         if tr is None or self._closing:
             return
@@ -218,9 +265,11 @@ class C2SConnection(asyncio.Protocol):
         for a in actions:
             kind = type(a)
             if kind is Deliver:
+                if self.sm is not None:
+                    self.server.sm.counted_in(self, a.stanza.element.tag)
                 self.server.router.from_client(self, a.stanza)
             elif kind is Send:
-                self.send_bytes(a.data)
+                self.write_raw(a.data)
             elif kind is SaslNeed:
                 self._start_task(self._answer_need(a))
             elif kind is AuthFinished:
@@ -231,6 +280,8 @@ class C2SConnection(asyncio.Protocol):
                 self._start_tls()
             elif kind is RequestBind:
                 self._bind(a)
+            elif kind is RequestResume:
+                self._resume_session(a)
             elif kind is Established:
                 self.listener.established(self)
             elif kind is CloseStream:
@@ -381,12 +432,26 @@ class C2SConnection(asyncio.Protocol):
         for handler in self.server.hooks.handlers("session_bound"):
             handler(self)
 
+    def _resume_session(self, a: RequestResume) -> None:
+        sm = getattr(self.server, "sm", None)
+        if sm is None:
+            self.write_raw(b"<failed xmlns='urn:xmpp:sm:3'><feature-not-implemented "
+                           b"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+            self._perform(self.machine.resume_failed())
+            return
+        self._preauth = bytearray()
+        if sm.resume(self, a.username, a.domain, a.previd, a.h):
+            self._perform(self.machine.resume_done(str(self.jid)))
+        else:
+            self._perform(self.machine.resume_failed())
+
     # ------------------------------------------------------------- close
     def _close(self, a: CloseStream) -> None:
         if a.condition is not None and a.condition is not StreamErrorCondition.CONFLICT:
             log.info("%s: stream error %s: %s", self.peer, a.condition.value, a.text)
         self._queue.clear()
         self._closing = True
+        self._stream_ended = True  # a closed stream (either side) is not resumable
         tr = self.transport
         if tr is None:
             return

@@ -58,6 +58,7 @@ __all__ = [
     "SaslNeed",
     "AuthFinished",
     "RequestBind",
+    "RequestResume",
     "Deliver",
     "Established",
     "CloseStream",
@@ -71,6 +72,7 @@ NS_CLIENT = "jabber:client"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_SM = "urn:xmpp:sm:3"
 NS_STREAM = "http://etherx.jabber.org/streams"
 _STREAM_TAG = f"{{{NS_STREAM}}}stream"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -157,6 +159,16 @@ class RequestBind:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestResume:
+    """XEP-0198 ``<resume/>`` instead of bind: answer with resume_done() or resume_failed()."""
+
+    username: str
+    domain: str
+    previd: str
+    h: str
+
+
+@dataclass(frozen=True, slots=True)
 class Established:
     """The session is bound and may receive stanzas."""
 
@@ -178,7 +190,8 @@ class CloseStream:
     text: str = ""
 
 
-Action = Send | StartTLS | RestartParser | SaslNeed | AuthFinished | RequestBind | Established | Deliver | CloseStream
+Action = (Send | StartTLS | RestartParser | SaslNeed | AuthFinished | RequestBind | RequestResume | Established
+          | Deliver | CloseStream)
 
 
 # ---------------------------------------------------------------- inputs
@@ -510,6 +523,14 @@ class C2SMachine:
     # ----------------------------------------------------------- bind
     def _on_bind_phase(self, st: Stanza) -> list[Action]:
         el = st.element
+        if el.tag == f"{{{NS_SM}}}resume":  # XEP-0198 §5: resumption takes the place of bind
+            self.state = State.BINDING
+            assert self.username is not None and self.domain is not None
+            return [RequestResume(self.username, self.domain, el.get("previd", ""), el.get("h", ""))]
+        if el.tag == f"{{{NS_SM}}}enable":
+            return [Send(f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZAS}'/>"
+                         f"<text xmlns='{NS_STANZAS}'>bind a resource before enabling stream management"
+                         f"</text></failed>".encode())]
         if el.tag != f"{{{NS_CLIENT}}}iq":
             return self._fail(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource before sending stanzas")
         iq_id = el.get("id", "")
@@ -533,6 +554,18 @@ class C2SMachine:
         reply = (f"<iq type='result' id='{_attr(iq_id)}'><bind xmlns='{NS_BIND}'>"
                  f"<jid>{_escape(full_jid)}</jid></bind></iq>")
         return [Send(reply.encode()), Established(full_jid)]
+
+    def resume_done(self, full_jid: str) -> list[Action]:
+        if self.state is not State.BINDING:
+            return []
+        self.state = State.BOUND
+        self.full_jid = full_jid
+        return [Established(full_jid)]
+
+    def resume_failed(self) -> list[Action]:
+        if self.state is State.BINDING:
+            self.state = State.WAIT_BIND
+        return []
 
     def bind_failed(self, iq_id: str, condition: StanzaErrorCondition, text: str) -> list[Action]:
         if self.state is not State.BINDING:

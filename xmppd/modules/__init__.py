@@ -5,6 +5,7 @@ from .blocking import Blocking
 from .disco import Disco
 from .e2ee_policy import E2EEPolicy
 from .ping import Ping
+from .vcard import VCard
 from .csi import Csi
 from .mam import Mam
 from .carbons import Carbons
@@ -18,7 +19,7 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
-                                      StreamManagement)
+                                      StreamManagement, VCard)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

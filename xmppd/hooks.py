@@ -44,6 +44,11 @@ Hooks
     delivered (or stored offline) as; each handler gets the previous one's
     output.  Used to insert ``<stanza-id/>`` (XEP-0359) by byte insertion.
     ``Router.message_bytes`` runs the chain; it must be idempotent per stanza.
+``caps_changed(session, features, previous)``
+    the XEP-0115 entity capabilities of a bound session became known or
+    changed (``modules.caps``): ``features`` / ``previous`` are frozensets of
+    disco#info feature vars (empty when unknown).  PEP uses it for
+    ``+notify`` filtering and to send last published items (XEP-0163 §4.3).
 ``stream_features`` (list of bytes)
     extra ``<stream:features/>`` children offered after authentication, next
     to ``<bind/>`` (e.g. ``<csi xmlns='urn:xmpp:csi:0'/>``, XEP-0352).
@@ -88,7 +93,7 @@ class Hooks:
 
     EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",
                         "stanza_out", "stanza_in", "message_delivered",
-                        "initial_presence", "message_stamp", "presence_out"})
+                        "initial_presence", "message_stamp", "presence_out", "caps_changed"})
 
     def on(self, event: str, handler: Callable, priority: int = PRIO_NORMAL) -> None:
         if event not in self.EVENTS:

@@ -1,0 +1,1 @@
+"""xmppd benchmark (``python -m bench``); see bench/README.md."""

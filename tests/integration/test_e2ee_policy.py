@@ -92,8 +92,10 @@ async def set_level(client: RawClient, level: str, peer: str | None = None, iq_i
 
 
 def payload_of(stanza: str) -> bytes:
-    """The bytes after the start tag: what must arrive unchanged."""
-    return stanza[stanza.index(">") + 1:].encode()
+    """The children's bytes (between start and end tag): what must arrive unchanged.
+    The server may append its own elements (XEP-0359 <stanza-id/>) before the end tag."""
+    assert stanza.endswith("</message>")
+    return stanza[stanza.index(">") + 1:-len("</message>")].encode()
 
 
 PLAIN = "<message to='{to}' type='chat' id='{id}'><body>{text}</body></message>"

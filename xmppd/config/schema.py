@@ -803,7 +803,7 @@ class AuthConfig(_Section):
 
 
 #: module names accepted as [modules.<name>] tables; MongooseIM's mod_* names are aliases
-MODULE_NAMES = ("disco", "ping", "version", "roster", "presence", "blocking", "offline", "carbons", "mam",
+MODULE_NAMES = ("disco", "ping", "version", "session", "roster", "presence", "blocking", "offline", "carbons", "mam",
                 "vcard", "caps", "csi", "pep", "stream_management", "e2ee_policy", "saslcert")
 MODULE_ALIASES: Mapping[str, str] = {
     "mod_disco": "disco", "mod_ping": "ping", "mod_version": "version", "mod_roster": "roster",

@@ -13,11 +13,12 @@ from .offline import Offline
 from .presence import PresenceModule
 from .roster import RosterModule
 from .saslcert import SaslCert
+from .session import LegacySession
 from .sm import StreamManagement
 from .version import Version
 
 #: modules every server loads, in setup order
-BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, SaslCert, E2EEPolicy, Offline,
+BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, LegacySession, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
                                       StreamManagement, VCard)
 

@@ -2,16 +2,18 @@
 
 from .base import Module
 from .blocking import Blocking
+from .caps import Caps
 from .disco import Disco
 from .e2ee_policy import E2EEPolicy
 from .ping import Ping
 from .vcard import VCard
 from .csi import Csi
-from .mam import Mam
 from .carbons import Carbons
 from .offline import Offline
+from .pep import Pep
 from .presence import PresenceModule
 from .roster import RosterModule
+from .mam import Mam
 from .saslcert import SaslCert
 from .session import LegacySession
 from .sm import StreamManagement
@@ -20,7 +22,7 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, LegacySession, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
-                                      StreamManagement, VCard)
+                                      StreamManagement, VCard, Caps, Pep)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from slixmpp.exceptions import IqError
-
 from .harness import WAIT_S
 from .pep_support import (
     AXOLOTL,
@@ -202,5 +200,3 @@ def _bare(c):
     from xmppd.jid import JID
     return JID.parse(str(c.boundjid.bare))
 
-
-__all__ = ["IqError"]

@@ -198,7 +198,8 @@ def cmd_certs_issue(args) -> int:
         print("Import it:")
         print(f"  Conversations: Settings > Manage accounts > ⋮ > Add account with certificate, pick {Path(args.p12).name}")
         print(f"  slixmpp: ClientXMPP('{jid}', None) with certfile={out / 'cert.pem'} keyfile={out / 'key.pem'}")
-        print(f"  profanity/libstrophe: /account set {jid} tls.cert {out / 'cert.pem'}; tls.key {out / 'key.pem'}")
+        print(f"  libstrophe: xmpp_conn_set_client_cert(conn, \"{out / 'cert.pem'}\", \"{out / 'key.pem'}\");"
+              " profanity: see `/help account` (client-certificate support depends on the version)")
         print("  Gajim >= 1.2 cannot send client certificates (nbxmpp dropped it); use a password account there.")
     from .cli_certs import record_issued
 

@@ -257,3 +257,32 @@ async def test_account_disco_advertises_mam(server, clients, pki):
     info = await bob.plugin["xep_0030"].get_info(jid="bob@localhost", timeout=10)
     feats = info["disco_info"]["features"]
     assert MAM in feats and "urn:xmpp:sid:0" in feats
+
+
+async def test_a_burst_beyond_the_write_queue_limit_is_archived_completely(server, clients, pki, monkeypatch):
+    """The single archive writer batches rows; a full queue pauses the sender
+    (backpressure) instead of dropping archive entries."""
+    from xmppd.modules import mam as mam_module
+
+    monkeypatch.setattr(mam_module, "MAX_PENDING_WRITES", 10)
+    monkeypatch.setattr(mam_module, "WRITE_BATCH_ROWS", 7)
+    from xmppd.net.connection import C2SConnection
+
+    paused = []
+    original = C2SConnection.pause_input
+    monkeypatch.setattr(C2SConnection, "pause_input", lambda self: (paused.append(self), original(self)))
+    alice = await owner_login(server, pki)
+    try:
+        bob = await peer(clients, pki, server, "bob")
+        n = 300
+        burst = "".join(f"<message to='bob@localhost' type='chat' id='b{i}'><body>burst {i}</body></message>"
+                        for i in range(n))
+        await alice.raw.send(burst)
+        for i in range(n):
+            assert (await bob.next_message())["body"] == f"burst {i}"
+        results, iq, _ = await alice.query(rsm(max_=250))
+        assert fin_set(iq)["count"] == n
+        assert bodies(results) == [f"burst {i}" for i in range(250)]
+        assert paused  # the sender was paused at least once, and resumed (all 300 were relayed)
+    finally:
+        await alice.raw.close()

@@ -29,9 +29,11 @@ lists are not supported: the reply returns them empty.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as _dt
 import logging
 import secrets
+import time
 from xml.etree.ElementTree import Element, SubElement
 
 from ..errors import StanzaErrorCondition
@@ -43,15 +45,29 @@ from ..xml.writer import serialize
 from ._im import NS_DELAY, NS_SID, archivable, account_exists, attr, forwarded, insert_before_end, parse_xep82, xep82
 from .base import Module
 
-__all__ = ["Mam", "NS_MAM", "NS_RSM", "MAX_PENDING_WRITES", "PURGE_INTERVAL_S"]
+__all__ = ["Mam", "NS_MAM", "NS_RSM", "MAX_PENDING_WRITES", "MAX_PENDING_WRITES_HARD", "WRITE_BATCH_ROWS",
+           "PURGE_INTERVAL_S"]
 
 log = logging.getLogger("xmppd.modules.mam")
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_DATA = "jabber:x:data"
-#: archive writes in flight on this node; beyond, a message is not archived (logged)
+#: archive rows queued for the writer; at this many, the sending session stops being read
+#: (backpressure: TCP pushes back on the client) until the queue is below half of it
 MAX_PENDING_WRITES = 10_000
+#: absolute bound on the queue.  Only reachable when rows keep arriving from sessions that
+#: are already paused (stanzas parsed from data read before the pause, server-generated
+#: messages) while the database does not keep up; beyond it a row is not archived, counted,
+#: and reported by a warning at most every ``ARCHIVE_WARN_INTERVAL_S``
+MAX_PENDING_WRITES_HARD = 4 * MAX_PENDING_WRITES
+#: rows per INSERT transaction of the writer (one executemany)
+WRITE_BATCH_ROWS = 500
+#: a failed batch is retried this many times (after ``WRITE_RETRY_S``), then dropped (logged as ERROR)
+WRITE_RETRIES = 3
+WRITE_RETRY_S = 1.0
+#: at most one "archive backed up" warning per this many seconds (with the counts since the last)
+ARCHIVE_WARN_INTERVAL_S = 10.0
 #: seconds between retention / size purges
 PURGE_INTERVAL_S = 3600.0
 #: accounts with default='never' kept in memory (the stamp hook must decide synchronously)
@@ -101,8 +117,17 @@ class Mam(Module):
         self._never: set[JID] = set()
         #: (stanza, to_bare, stanza-id, stamped bytes, archived bytes) of the last stamped message
         self._last: tuple | None = None
-        self._writes: set[asyncio.Task] = set()
-        self._tail: asyncio.Task | None = None
+        # one writer task drains this queue of rows (owner, archive_id, peer, data, check, ts)
+        self._queue: collections.deque = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task | None = None
+        self._stopping = False
+        self._enqueued = 0  # rows ever queued
+        self._done = 0  # rows ever handled by the writer (written, skipped or dropped)
+        self._waiters: list[tuple[int, asyncio.Future]] = []  # (row count, future) for queries
+        self._paused: set = set()  # sessions not read because of backpressure
+        self._dropped = 0  # rows over MAX_PENDING_WRITES_HARD since the last warning
+        self._last_warn = 0.0
         self._purger: asyncio.Task | None = None
         h = self.server.hooks
         h.account_features.update({NS_MAM, NS_MAM + "#extended", NS_SID})
@@ -121,8 +146,18 @@ class Mam(Module):
         if self._purger is not None:
             self._purger.cancel()
             self._purger = None
-        if self._writes:
-            await asyncio.wait(list(self._writes), timeout=WRITE_WAIT_S)
+        self._stopping = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            assert self._wakeup is not None
+            self._wakeup.set()
+            done, _ = await asyncio.wait([writer], timeout=WRITE_WAIT_S)
+            if not done:
+                writer.cancel()
+                log.error("archive writer did not finish within %.0f s: %d message copies not archived",
+                          WRITE_WAIT_S, len(self._queue))
+        self._writer = None
+        self._release_paused()
 
     # ------------------------------------------------------------ archiving
     def _stamp(self, sender: JID, to_bare: JID, stanza, data: bytes) -> bytes:
@@ -165,23 +200,138 @@ class Mam(Module):
             rows.append((sender_bare, _new_id(), peer, plain, False))
         if not rows:
             return
-        if len(self._writes) >= MAX_PENDING_WRITES:
-            log.warning("archive writes backed up (%d): message from %s not archived", len(self._writes), sender)
-            return
-        # one write after the other: archive order (seq) is relay order
-        task = self.server.spawn(self._write(self._tail, rows, _dt.datetime.now(_dt.timezone.utc)))
-        self._tail = task
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._enqueue(rows, sender)
 
-    async def _write(self, prev: asyncio.Task | None, rows: list, now: _dt.datetime) -> None:
-        if prev is not None and not prev.done():
-            await asyncio.wait([prev])
+    # The writer: one task per server drains ``_queue`` in order (archive order,
+    # ``seq``, is relay order) and inserts up to WRITE_BATCH_ROWS rows per
+    # transaction.  Backpressure instead of loss: at MAX_PENDING_WRITES queued
+    # rows the sending session's transport stops being read until the queue
+    # is below half of it (the client's TCP window fills up, its sends block).
+    def _enqueue(self, rows: list, sender: JID) -> None:
+        queue = self._queue
+        if len(queue) + len(rows) > MAX_PENDING_WRITES_HARD:
+            self._dropped += len(rows)
+            self._warn_backed_up()
+            return
+        now = _dt.datetime.now(_dt.timezone.utc)
         for owner, archive_id, peer, data, check in rows:
-            if check and not await account_exists(self.server, owner):
+            queue.append((owner, archive_id, peer, data, check, now))
+        self._enqueued += len(rows)
+        if self._writer is None or self._writer.done():
+            if self._stopping:  # after stop(): nothing will drain the queue
+                self._dropped += len(rows)
+                self._warn_backed_up()
+                return
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        assert self._wakeup is not None
+        self._wakeup.set()
+        if len(queue) >= MAX_PENDING_WRITES:
+            session = self.server.sessions.get(sender)
+            pause = getattr(session, "pause_input", None)
+            if pause is not None and session not in self._paused:
+                pause()
+                self._paused.add(session)
+                self._warn_backed_up()
+
+    def _warn_backed_up(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warn < ARCHIVE_WARN_INTERVAL_S:
+            return
+        self._last_warn = now
+        if self._dropped:
+            log.warning("archive backed up: %d rows queued, %d senders paused; %d message copies over "
+                        "the hard limit of %d were NOT archived", len(self._queue), len(self._paused),
+                        self._dropped, MAX_PENDING_WRITES_HARD)
+            self._dropped = 0
+        else:
+            log.warning("archive backed up: %d rows queued (limit %d): pausing senders until it drains",
+                        len(self._queue), MAX_PENDING_WRITES)
+
+    def _release_paused(self) -> None:
+        paused, self._paused = self._paused, set()
+        for session in paused:
+            resume = getattr(session, "resume_input", None)
+            if resume is not None:
+                resume()
+
+    def _settle(self) -> None:
+        """Wake the queries waiting for rows the writer has now handled."""
+        if len(self._queue) <= MAX_PENDING_WRITES // 2 and self._paused:
+            self._release_paused()
+        if self._waiters:
+            keep = []
+            for target, fut in self._waiters:
+                if self._done >= target:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((target, fut))
+            self._waiters = keep
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        wakeup = self._wakeup
+        assert wakeup is not None
+        while True:
+            if not queue:
+                if self._stopping:
+                    return
+                wakeup.clear()
+                await wakeup.wait()
                 continue
-            await self.store.append(owner.local, owner.domain, archive_id, now, str(peer.bare),
-                                    peer.resource, data)
+            n = min(len(queue), WRITE_BATCH_ROWS)
+            batch = [queue.popleft() for _ in range(n)]
+            try:
+                await self._write_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the writer must survive a bad batch
+                log.exception("archive write failed: %d message copies NOT archived", len(batch))
+            self._done += n
+            self._settle()
+
+    async def _write_batch(self, batch: list) -> None:
+        rows = []
+        known: dict[JID, bool] = {}
+        for owner, archive_id, peer, data, check, now in batch:
+            if check:  # the recipient was offline: archive only for an account that exists
+                exists = known.get(owner)
+                if exists is None:
+                    exists = known[owner] = await account_exists(self.server, owner)
+                if not exists:
+                    continue
+            rows.append((owner.local, owner.domain, archive_id, now, str(peer.bare), peer.resource, data))
+        for attempt in range(WRITE_RETRIES + 1):
+            try:
+                await self.store.append_many(rows)
+                return
+            except Exception:  # noqa: BLE001 - database busy/unreachable: retry, then row by row
+                if attempt == WRITE_RETRIES:
+                    break
+                log.warning("archive write of %d rows failed (attempt %d), retrying in %.1f s",
+                            len(rows), attempt + 1, WRITE_RETRY_S, exc_info=True)
+                await asyncio.sleep(WRITE_RETRY_S)
+        lost = 0
+        for row in rows:  # one bad row must not take the whole batch with it
+            try:
+                await self.store.append_many([row])
+            except Exception:  # noqa: BLE001
+                lost += 1
+        if lost:
+            log.error("archive write failed: %d message copies NOT archived", lost)
+
+    async def wait_written(self, timeout: float = WRITE_WAIT_S) -> None:
+        """Until every row queued so far has been handled by the writer (or ``timeout``)."""
+        target = self._enqueued
+        if self._done >= target or self._writer is None or self._writer.done():
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
 
     # ------------------------------------------------------------ retention
     async def purge_once(self, now: _dt.datetime | None = None) -> int:
@@ -285,8 +435,7 @@ class Mam(Module):
 
     async def _run_query(self, session, req: Element, args: dict) -> Element:
         owner: JID = session.jid.bare
-        if self._writes:  # a message just relayed must be findable by the id the client got
-            await asyncio.wait(list(self._writes), timeout=WRITE_WAIT_S)
+        await self.wait_written()  # a message just relayed must be findable by the id the client got
         try:
             page = await self.store.query(owner.local, owner.domain, **args)
         except UnknownId as exc:

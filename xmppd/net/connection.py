@@ -76,6 +76,8 @@ class C2SConnection(asyncio.Protocol):
         self._current_end = 0
         self._queue: collections.deque = collections.deque()
         self._busy = False
+        #: reading stopped by a module's backpressure (pause_input / resume_input)
+        self._input_held = False
         self._closing = False
         self._task: asyncio.Task | None = None
         #: plaintext that arrived while OCSP runs (the parser restarts only after the offer)
@@ -298,8 +300,21 @@ class C2SConnection(asyncio.Protocol):
         self._busy = False
         self._task = None
         if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
+            if not self._input_held:
+                self.transport.resume_reading()
             self._pump()
+
+    def pause_input(self) -> None:
+        """Backpressure (e.g. the archive writer is behind): stop reading from this
+        client until :meth:`resume_input`; stanzas already parsed are still handled."""
+        self._input_held = True
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_input(self) -> None:
+        self._input_held = False
+        if self.transport is not None and not self._closing and not self._busy:
+            self.transport.resume_reading()
 
     # ------------------------------------------------------------- TLS
     def _start_tls(self) -> None:

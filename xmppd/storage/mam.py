@@ -66,6 +66,10 @@ mam_prefs_table = Table(
 )
 
 
+_SQLITE_INSERT = ("INSERT INTO mam_messages (domain, username, archive_id, ts, with_bare, with_resource, data) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
 class UnknownId(LookupError):
     """An RSM/after-id/before-id that is not in this account's archive."""
 
@@ -103,6 +107,33 @@ class MamStore:
             await conn.execute(mam_table.insert().values(
                 domain=domain, username=user, archive_id=archive_id, ts=ts, with_bare=with_bare,
                 with_resource=with_resource or None, data=data))
+
+    async def append_many(self, rows: "list[tuple]") -> None:
+        """Archive several messages in ONE transaction (a multi-row executemany),
+        in list order (``seq`` follows it).  Each row is ``(user, domain,
+        archive_id, ts, with_bare, with_resource, data)``, as for :meth:`append`."""
+        if not rows:
+            return
+        dialect = self._engine.dialect
+        if dialect.name == "sqlite":
+            # fast path: the driver's executemany with the column values SQLAlchemy would bind
+            # (the timestamp through the column type's own bind processor, once per distinct value)
+            to_db = mam_table.c.ts.type.bind_processor(dialect) or (lambda v: v)
+            stamps: dict[_dt.datetime, object] = {}
+            params = []
+            for user, domain, archive_id, ts, with_bare, with_resource, data in rows:
+                db_ts = stamps.get(ts)
+                if db_ts is None:
+                    db_ts = stamps[ts] = to_db(ts)
+                params.append((domain, user, archive_id, db_ts, with_bare, with_resource or None, data))
+            async with self._engine.begin() as conn:
+                await conn.exec_driver_sql(_SQLITE_INSERT, params)
+            return
+        params = [dict(domain=domain, username=user, archive_id=archive_id, ts=ts, with_bare=with_bare,
+                       with_resource=with_resource or None, data=data)
+                  for user, domain, archive_id, ts, with_bare, with_resource, data in rows]
+        async with self._engine.begin() as conn:
+            await conn.execute(mam_table.insert(), params)
 
     async def query(self, user: str, domain: str, *, max_items: int,
                     with_bare: str | None = None, with_resource: str | None = None,

@@ -98,3 +98,19 @@ async def test_preferences_default(mam):
     assert await mam.accounts_with_default("never", limit=10) == [("bob", D)]
     with pytest.raises(ValueError):
         await mam.set_default("alice", D, "sometimes")
+
+
+async def test_append_many_inserts_in_order_in_one_call_with_exact_bytes(db_engine):
+    await create_schema(db_engine)
+    store = MamStore(db_engine)
+    rows = [("carol", D, f"c{i}", T0 + dt.timedelta(seconds=i // 3), "dave@example.org", "r" if i % 2 else None,
+             b"<message>\x00\xff <b a='1'  c=\"2\"/>%d</message>" % i) for i in range(25)]
+    await store.append_many(rows)
+    await store.append_many([])
+    page = await store.query("carol", D, max_items=100)
+    assert bodies(page) == [f"c{i}" for i in range(25)] and page.count == 25
+    assert [p.data for p in page.items] == [r[6] for r in rows]
+    assert [p.ts for p in page.items] == [r[3] for r in rows]
+    assert [p.with_resource for p in page.items] == [r[5] for r in rows]
+    page = await store.query("carol", D, max_items=100, start=T0 + dt.timedelta(seconds=2))
+    assert bodies(page) == [f"c{i}" for i in range(6, 25)]

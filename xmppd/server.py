@@ -73,6 +73,7 @@ class Server:
             await self.stop()
             raise
         self._started = True
+        self.accounts.start_flusher()
         interval = self.config.general.reload_check_interval_s
         if interval > 0 and self.listeners:
             self._watcher = asyncio.create_task(self._watch_tls_files(interval))
@@ -88,6 +89,7 @@ class Server:
             await m.stop()
         if self._bg:
             await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.accounts.stop_flusher()  # the last logins noted in memory
         await self.auth_chain.stop()
         await self.db_engine.dispose()
         self.audit.close()
@@ -107,8 +109,8 @@ class Server:
             log.error("background task failed", exc_info=task.exception())
 
     def note_login(self, user: str, domain: str, method: str) -> None:
-        now = _dt.datetime.now(_dt.timezone.utc)
-        self.spawn(self.accounts.touch_login(user, domain, method, now))
+        # noted in memory, written in batches (storage.accounts.LOGIN_FLUSH_INTERVAL_S)
+        self.accounts.note_login(user, domain, method, _dt.datetime.now(_dt.timezone.utc))
 
     def close_sessions(self, predicate, condition, text: str) -> int:
         """End every bound session for which ``predicate(session)`` is true."""

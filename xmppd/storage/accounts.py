@@ -9,7 +9,9 @@ is answered by the auth chain *or* this table.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Column, PrimaryKeyConstraint, String, Table, delete, func, select, update
@@ -19,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import UtcDateTime, metadata
 
-__all__ = ["AccountRow", "Accounts", "accounts_table"]
+__all__ = ["AccountRow", "Accounts", "accounts_table", "LOGIN_FLUSH_INTERVAL_S", "MAX_PENDING_LOGINS"]
+
+log = logging.getLogger("xmppd.storage.accounts")
+
+#: seconds between two batched writes of the logins noted in memory (:meth:`Accounts.note_login`)
+LOGIN_FLUSH_INTERVAL_S = 1.0
+#: distinct accounts noted in memory before a flush is started at once (instead of at the interval)
+MAX_PENDING_LOGINS = 10_000
 
 #: RFC 7622 §3: localpart and domainpart are at most 1023 octets each
 _PART_LEN = 1023
@@ -57,6 +66,90 @@ class Accounts:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        #: (domain, user) -> (when, method): logins noted but not yet written
+        self._pending: dict[tuple[str, str], tuple[_dt.datetime, str]] = {}
+        #: the batch being written (still "noted" for exists() until its commit)
+        self._writing: dict[tuple[str, str], tuple[_dt.datetime, str]] = {}
+        self._flushing: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ batched login bookkeeping
+    # The server notes each login in memory (no I/O on the login path, no concurrent
+    # SQLite writers); a background task writes them every LOGIN_FLUSH_INTERVAL_S in
+    # one transaction, and stop_flusher() writes what is left.  Reads (exists, get,
+    # count) see the noted logins at once.
+    def note_login(self, user: str, domain: str, method: str, when: _dt.datetime) -> None:
+        """Record a successful login, written by the next flush (see :meth:`flush`)."""
+        if not _storable(user, domain) or not method or len(method) > _METHOD_LEN:
+            log.warning("login of %r@%r (%r) cannot be recorded", user, domain, method)
+            return
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError("naive datetime: pass an aware datetime (UTC)")
+        self._pending[(domain, user)] = (when, method)
+        if len(self._pending) >= MAX_PENDING_LOGINS and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    async def flush(self) -> int:
+        """Write every noted login in ONE transaction (a batched upsert); returns the count."""
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        self._writing = {**self._writing, **pending}
+        try:
+            await self._upsert_many([(user, domain, method, when)
+                                     for (domain, user), (when, method) in pending.items()])
+        except BaseException:
+            for key, value in pending.items():  # keep them for the next flush (newer notes win)
+                self._pending.setdefault(key, value)
+            raise
+        finally:
+            for key in pending:
+                self._writing.pop(key, None)
+        return len(pending)
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - retried at the next interval
+            log.warning("writing %d last-login records failed; retrying later", len(self._pending),
+                        exc_info=True)
+
+    async def _flush_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._flush_logged()
+
+    def start_flusher(self, interval: float = LOGIN_FLUSH_INTERVAL_S) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval))
+
+    async def stop_flusher(self) -> None:
+        """Stop the periodic flush and write what is left."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+            self._flushing = None
+        await self._flush_logged()
+
+    async def _upsert_many(self, rows: list[tuple[str, str, str, _dt.datetime]]) -> None:
+        t = accounts_table
+        dialect = self._engine.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+            stmt = insert.on_conflict_do_update(
+                index_elements=[t.c.domain, t.c.username],
+                set_={"last_login": insert.excluded.last_login, "last_method": insert.excluded.last_method},
+            )
+            params = [dict(domain=domain, username=user, created_at=when, last_login=when, last_method=method)
+                      for user, domain, method, when in rows]
+            async with self._engine.begin() as conn:
+                await conn.execute(stmt, params)
+            return
+        for user, domain, method, when in rows:
+            await self.touch_login(user, domain, method, when)
 
     async def touch_login(self, user: str, domain: str, method: str, when: _dt.datetime) -> None:
         """Record a successful login: insert on first sight, else update last_login/last_method."""
@@ -98,6 +191,8 @@ class Accounts:
     async def exists(self, user: str, domain: str) -> bool:
         if not _storable(user, domain):
             return False
+        if (domain, user) in self._pending or (domain, user) in self._writing:
+            return True
         t = accounts_table
         async with self._engine.connect() as conn:
             found = await conn.scalar(
@@ -107,6 +202,8 @@ class Accounts:
     async def get(self, user: str, domain: str) -> AccountRow | None:
         if not _storable(user, domain):
             return None
+        if (domain, user) in self._pending:
+            await self.flush()
         t = accounts_table
         async with self._engine.connect() as conn:
             row = (await conn.execute(
@@ -119,13 +216,16 @@ class Accounts:
     async def remove(self, user: str, domain: str) -> bool:
         if not _storable(user, domain):
             return False
+        noted = self._pending.pop((domain, user), None) is not None
         t = accounts_table
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(t).where(t.c.domain == domain, t.c.username == user))
-        return bool(result.rowcount)
+        return bool(result.rowcount) or noted
 
     async def count(self, domain: str | None = None) -> int:
         """Number of known accounts, on one domain or all (pki can't count: we can)."""
+        if self._pending:
+            await self.flush()
         t = accounts_table
         stmt = select(func.count()).select_from(t)
         if domain is not None:

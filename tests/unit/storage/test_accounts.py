@@ -78,3 +78,45 @@ async def test_create_schema_is_idempotent(db_engine, accounts):
     await accounts.touch_login("alice", "example.org", "pki", T0)
     await create_schema(db_engine)
     assert await accounts.exists("alice", "example.org")
+
+
+async def test_noted_logins_are_visible_at_once_and_written_in_one_batch_by_flush(accounts):
+    accounts.note_login("alice", "example.org", "pki", T0)
+    accounts.note_login("bob", "example.org", "sql", T0)
+    later = T0 + dt.timedelta(seconds=5)
+    accounts.note_login("alice", "example.org", "sql", later)  # the newest note wins
+    assert await accounts.exists("alice", "example.org")  # before any write
+    assert await accounts.flush() == 2
+    assert await accounts.flush() == 0
+    row = await accounts.get("alice", "example.org")
+    assert row.created_at == later and row.last_login == later and row.last_method == "sql"
+    accounts.note_login("alice", "example.org", "pki", later + dt.timedelta(seconds=1))
+    await accounts.flush()
+    row = await accounts.get("alice", "example.org")  # upsert keeps created_at
+    assert row.created_at == later and row.last_method == "pki"
+    assert await accounts.count("example.org") == 2
+
+
+async def test_get_count_and_remove_see_logins_not_yet_flushed(accounts):
+    accounts.note_login("carol", "example.org", "pki", T0)
+    assert (await accounts.get("carol", "example.org")).last_login == T0
+    accounts.note_login("dave", "example.org", "pki", T0)
+    assert await accounts.count() == 2
+    accounts.note_login("erin", "example.org", "pki", T0)
+    assert await accounts.remove("erin", "example.org") is True
+    assert not await accounts.exists("erin", "example.org")
+    with pytest.raises(ValueError, match="naive"):
+        accounts.note_login("alice", "example.org", "pki", dt.datetime(2030, 1, 1))
+    accounts.note_login("a" * 1024, "example.org", "pki", T0)  # logged, not recorded
+    assert not await accounts.exists("a" * 1024, "example.org")
+
+
+async def test_the_flusher_writes_periodically_and_stop_writes_the_rest(accounts):
+    accounts.start_flusher(0.05)
+    accounts.note_login("frank", "example.org", "pki", T0)
+    await asyncio.sleep(0.3)
+    assert accounts._pending == {}
+    accounts.note_login("grace", "example.org", "pki", T0)
+    await accounts.stop_flusher()
+    assert accounts._pending == {}
+    assert await accounts.count() == 2

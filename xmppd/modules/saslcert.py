@@ -101,6 +101,12 @@ class SaslCert(Module):
         h.on("authorize_cert", self.authorize_cert)
         h.iq(NS_SASLCERT, get=self.handle_get, set=self.handle_set, account=True)
 
+    async def start(self) -> None:
+        self.registry.start_flusher()  # last_used, in batches
+
+    async def stop(self) -> None:
+        await self.registry.stop_flusher()
+
     @property
     def default_policy(self) -> str:
         return self.server.config.auth.cert_registry
@@ -118,8 +124,8 @@ class SaslCert(Module):
             if policy == "always" or (policy == "ifpresent" and states):
                 return CertDecision.refuse("cert-not-registered")
             return None
-        # registered and active
-        self.server.spawn(self.registry.touch_used(user, domain, facts.fingerprint_sha256))
+        # registered and active: last_used is written with the next batch
+        self.registry.note_used(user, domain, facts.fingerprint_sha256)
         return None
 
     # ------------------------------------------------------------ XEP-0257

@@ -16,15 +16,41 @@ one account, keyed by its SHA-256 fingerprint, with the user-chosen name
 
 Both tables live on the shared :data:`~xmppd.storage.engine.metadata` and work
 on SQLite and PostgreSQL with the same code.
+
+Login fast path: :meth:`CertRegistry.login_view` (policy override + the
+account's fingerprint → state) is cached per engine in a bounded LRU
+(:data:`LOGIN_VIEW_CACHE_SIZE` accounts).  Every registry write made in this
+process (any :class:`CertRegistry` on the same engine: XEP-0257
+append/disable/revoke, policy changes) invalidates it at once.  Writes from
+another process (the ``xmppd certs`` CLI):
+
+* SQLite file database: every registry write also touches a stamp file next
+  to the database (``<db>-certs-changed``); the cache checks it (one
+  ``stat``) on every lookup and is dropped when it changed — new logins see
+  the change at once, as before;
+* otherwise (PostgreSQL, several nodes): a cached view is trusted for at most
+  :data:`LOGIN_VIEW_TTL_S` seconds, so a change made elsewhere reaches new
+  logins on this node within that time.
+
+``last_used`` is not written on the login path: :meth:`CertRegistry.note_used`
+keeps it in memory and a flusher writes the batch every
+:data:`LAST_USED_FLUSH_INTERVAL_S` (and at stop), so it lags by up to that much.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime as _dt
+import logging
+import os
+import time
+import weakref
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
     Boolean,
+    bindparam,
     Column,
     LargeBinary,
     PrimaryKeyConstraint,
@@ -51,7 +77,23 @@ __all__ = [
     "DuplicateCert",
     "client_certs_table",
     "cert_policy_table",
+    "LOGIN_VIEW_CACHE_SIZE",
+    "LOGIN_VIEW_TTL_S",
+    "LAST_USED_FLUSH_INTERVAL_S",
+    "MAX_PENDING_LAST_USED",
 ]
+
+log = logging.getLogger("xmppd.storage.certs")
+
+#: accounts whose login view is cached (LRU), per database engine
+LOGIN_VIEW_CACHE_SIZE = 10_000
+#: seconds a cached login view is trusted when another process may change the registry
+#: without this process seeing a signal (non-file databases); see the module docstring
+LOGIN_VIEW_TTL_S = 5.0
+#: seconds between two batched writes of ``last_used`` (see :meth:`CertRegistry.note_used`)
+LAST_USED_FLUSH_INTERVAL_S = 1.0
+#: certificates noted as used before a flush starts at once (instead of at the interval)
+MAX_PENDING_LAST_USED = 10_000
 
 ACTIVE, DISABLED, REVOKED = "active", "disabled", "revoked"
 STATES = (ACTIVE, DISABLED, REVOKED)
@@ -152,11 +194,79 @@ def _storable(user: str, domain: str) -> bool:
             and "\x00" not in user and "\x00" not in domain)
 
 
+class _LoginViews:
+    """The per-engine cache behind :meth:`CertRegistry.login_view` (see the module docstring)."""
+
+    __slots__ = ("views", "generation", "stamp_path", "stamp_seen", "__weakref__")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        #: (domain, user) -> (expires at (monotonic), policy override, {fingerprint: state})
+        self.views: collections.OrderedDict = collections.OrderedDict()
+        #: bumped by every write: a read that started before a write is not cached
+        self.generation = 0
+        self.stamp_path: str | None = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self.stamp_path = os.path.abspath(os.path.expanduser(database)) + "-certs-changed"
+        self.stamp_seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.stamp_path is None:
+            return None
+        try:
+            st = os.stat(self.stamp_path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def check(self) -> int:
+        """Drop everything if another process signalled a change; the current generation."""
+        if self.stamp_path is not None:
+            stamp = self._stamp()
+            if stamp != self.stamp_seen:
+                self.stamp_seen = stamp
+                self.views.clear()
+                self.generation += 1
+        return self.generation
+
+    def changed(self, user: str, domain: str) -> None:
+        """A registry write in this process (after its commit)."""
+        self.check()  # a change by another process first: it must not be swallowed below
+        self.generation += 1
+        self.views.pop((domain, user), None)
+        if self.stamp_path is not None:
+            try:  # tell the other processes on this database; grow by a byte, restart at 4 KiB
+                mode = "ab" if (self.stamp_seen or (0, 0))[1] < 4096 else "wb"
+                with open(self.stamp_path, mode) as f:
+                    f.write(b".")
+            except OSError as exc:
+                log.warning("cannot touch %s (other processes see this change within %.0f s): %s",
+                            self.stamp_path, LOGIN_VIEW_TTL_S, exc)
+            self.stamp_seen = self._stamp()
+
+
+_VIEWS: "weakref.WeakKeyDictionary[AsyncEngine, _LoginViews]" = weakref.WeakKeyDictionary()
+
+
+def _views_for(engine: AsyncEngine) -> _LoginViews:
+    views = _VIEWS.get(engine)
+    if views is None:
+        views = _VIEWS[engine] = _LoginViews(engine)
+    return views
+
+
 class CertRegistry:
     """Repository over ``client_certs`` and ``cert_policy``; call :func:`create_schema` first."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._views = _views_for(engine)
+        #: (domain, user, fingerprint) -> when: ``last_used`` not yet written
+        self._used: dict[tuple[str, str, str], _dt.datetime] = {}
+        self._flusher: asyncio.Task | None = None
+        self._flushing: asyncio.Task | None = None
 
     # ------------------------------------------------------------ writes
     async def add(self, user: str, domain: str, *, der: bytes, fingerprint_sha256: str, name: str,
@@ -210,6 +320,7 @@ class CertRegistry:
                 break
             except IntegrityError:  # a concurrent add of the same certificate: re-read and decide
                 continue
+        self._views.changed(user, domain)
         row = await self.get(user, domain, fp)
         assert row is not None
         return row
@@ -229,6 +340,7 @@ class CertRegistry:
                                 t.c.fingerprint_sha256 == fingerprint_sha256.lower(),
                                 t.c.state != REVOKED)
                 .values(state=state, state_changed_at=when))
+        self._views.changed(user, domain)
         return bool(result.rowcount)
 
     async def touch_used(self, user: str, domain: str, fingerprint_sha256: str,
@@ -250,6 +362,7 @@ class CertRegistry:
             result = await conn.execute(delete(t).where(
                 t.c.domain == domain, t.c.username == user,
                 t.c.fingerprint_sha256 == fingerprint_sha256.lower()))
+        self._views.changed(user, domain)
         return bool(result.rowcount)
 
     # ------------------------------------------------------------ reads
@@ -348,17 +461,88 @@ class CertRegistry:
             await conn.execute(delete(t).where(t.c.domain == domain, t.c.username == user))
             if policy is not None:
                 await conn.execute(t.insert().values(domain=domain, username=user, policy=policy))
+        self._views.changed(user, domain)
 
     async def login_view(self, user: str, domain: str) -> tuple[str | None, dict[str, str]]:
         """(policy override, fingerprint → state) in one connection, for the EXTERNAL check."""
         if not _storable(user, domain):
             return None, {}
+        views = self._views
+        generation = views.check()
+        key = (domain, user)
+        now = time.monotonic()
+        hit = views.views.get(key)
+        if hit is not None:
+            if hit[0] > now:
+                views.views.move_to_end(key)
+                return hit[1], dict(hit[2])
+            del views.views[key]
         c, p = client_certs_table, cert_policy_table
         async with self._engine.connect() as conn:
             policy = await conn.scalar(select(p.c.policy).where(p.c.domain == domain, p.c.username == user))
             rows = (await conn.execute(select(c.c.fingerprint_sha256, c.c.state).where(
                 c.c.domain == domain, c.c.username == user))).all()
-        return policy, {r.fingerprint_sha256: r.state for r in rows}
+        states = {r.fingerprint_sha256: r.state for r in rows}
+        if views.check() == generation:  # no write meanwhile: the answer may be cached
+            views.views[key] = (now + LOGIN_VIEW_TTL_S, policy, states)
+            while len(views.views) > LOGIN_VIEW_CACHE_SIZE:
+                views.views.popitem(last=False)
+        return policy, dict(states)
+
+    # ------------------------------------------------------------ batched last_used
+    def note_used(self, user: str, domain: str, fingerprint_sha256: str,
+                  when: _dt.datetime | None = None) -> None:
+        """Record a login with this certificate; written by the next :meth:`flush_used`."""
+        if not _storable(user, domain):
+            return
+        self._used[(domain, user, fingerprint_sha256.lower())] = _aware(when or _now())
+        if len(self._used) >= MAX_PENDING_LAST_USED and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    async def flush_used(self) -> int:
+        """Write every noted ``last_used`` in ONE transaction; returns how many."""
+        if not self._used:
+            return 0
+        used, self._used = self._used, {}
+        t = client_certs_table
+        stmt = (update(t).where(t.c.domain == bindparam("b_domain"), t.c.username == bindparam("b_user"),
+                                t.c.fingerprint_sha256 == bindparam("b_fp"))
+                .values(last_used=bindparam("b_when")))
+        params = [{"b_domain": d, "b_user": u, "b_fp": fp, "b_when": when} for (d, u, fp), when in used.items()]
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(stmt, params)
+        except BaseException:
+            for key, value in used.items():
+                self._used.setdefault(key, value)
+            raise
+        return len(used)
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush_used()
+        except Exception:  # noqa: BLE001 - retried at the next interval
+            log.warning("writing %d certificate last_used records failed; retrying later", len(self._used),
+                        exc_info=True)
+
+    async def _flush_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._flush_logged()
+
+    def start_flusher(self, interval: float = LAST_USED_FLUSH_INTERVAL_S) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval))
+
+    async def stop_flusher(self) -> None:
+        """Stop the periodic flush and write what is left."""
+        for task in (self._flusher, self._flushing):
+            if task is not None:
+                if task is self._flusher:
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._flusher = self._flushing = None
+        await self._flush_logged()
 
 
 

@@ -165,3 +165,76 @@ async def test_bad_inputs_are_refused_before_the_database(registry, certs):
         await registry.set_state("alice", "example.org", "00" * 32, "lost")
     assert await registry.get("a\x00", "example.org", "00" * 32) is None
 
+
+
+async def test_login_view_is_cached_and_every_write_in_this_process_invalidates_it(registry, certs, db_engine):
+    from sqlalchemy import text
+
+    f = certs["a1"]
+    assert await registry.login_view("alice", "example.org") == (None, {})
+    other = CertRegistry(db_engine)  # another repository on the same engine (tests, modules)
+    await add_facts(other, "alice", "example.org", f, name="phone")
+    assert await registry.login_view("alice", "example.org") == (None, {f.fingerprint_sha256: ACTIVE})
+    await other.set_state("alice", "example.org", f.fingerprint_sha256, DISABLED)
+    assert (await registry.login_view("alice", "example.org"))[1] == {f.fingerprint_sha256: DISABLED}
+    await other.set_policy("alice", "example.org", "always")
+    assert (await registry.login_view("alice", "example.org"))[0] == "always"
+    # a cached view: a write that bypasses the registry is not seen (until the TTL or a stamp)
+    async with db_engine.begin() as conn:
+        await conn.execute(text("DELETE FROM cert_policy"))
+    assert (await registry.login_view("alice", "example.org"))[0] == "always"
+    await other.remove("alice", "example.org", f.fingerprint_sha256)
+    assert await registry.login_view("alice", "example.org") == (None, {})
+
+
+async def test_login_view_sees_a_change_by_another_process_at_once_on_sqlite(registry, certs, db_engine):
+    from xmppd.storage.engine import create_engine
+
+    if db_engine.dialect.name != "sqlite":
+        pytest.skip("the stamp file exists for SQLite file databases; elsewhere LOGIN_VIEW_TTL_S applies")
+    f = certs["a2"]
+    await add_facts(registry, "alice", "example.org", f, name="laptop")
+    assert (await registry.login_view("alice", "example.org"))[1] == {f.fingerprint_sha256: ACTIVE}
+    elsewhere = create_engine(db_engine.url.render_as_string(hide_password=False))  # like the CLI
+    try:
+        await CertRegistry(elsewhere).set_state("alice", "example.org", f.fingerprint_sha256, REVOKED)
+    finally:
+        await elsewhere.dispose()
+    assert (await registry.login_view("alice", "example.org"))[1] == {f.fingerprint_sha256: REVOKED}
+
+
+async def test_a_cached_login_view_expires_after_the_ttl(registry, certs, db_engine, monkeypatch):
+    from sqlalchemy import text
+
+    from xmppd.storage import certs as certs_module
+
+    await registry.set_policy("alice", "example.org", "never")
+    assert (await registry.login_view("alice", "example.org"))[0] == "never"
+    async with db_engine.begin() as conn:  # behind the cache's back, no stamp
+        await conn.execute(text("UPDATE cert_policy SET policy = 'always'"))
+    assert (await registry.login_view("alice", "example.org"))[0] == "never"
+    monkeypatch.setattr(certs_module, "LOGIN_VIEW_TTL_S", 0.0)
+    certs_module._views_for(db_engine).views.clear()  # start over with a zero TTL
+    assert (await registry.login_view("alice", "example.org"))[0] == "always"
+    async with db_engine.begin() as conn:
+        await conn.execute(text("UPDATE cert_policy SET policy = 'ifpresent' WHERE username = 'alice'"))
+    assert (await registry.login_view("alice", "example.org"))[0] == "ifpresent"
+
+
+async def test_note_used_is_written_by_flush_used_in_one_batch(registry, certs):
+    a1, a3 = certs["a1"], certs["a3"]
+    await add_facts(registry, "alice", "example.org", a1, name="phone")
+    await add_facts(registry, "alice", "example.org", a3, name="tablet")
+    registry.note_used("alice", "example.org", a1.fingerprint_sha256, T0)
+    registry.note_used("alice", "example.org", a3.fingerprint_sha256, T0)
+    registry.note_used("alice", "example.org", a1.fingerprint_sha256, T0 + dt.timedelta(seconds=1))
+    assert (await registry.get("alice", "example.org", a1.fingerprint_sha256)).last_used is None
+    assert await registry.flush_used() == 2
+    assert (await registry.get("alice", "example.org", a1.fingerprint_sha256)).last_used == \
+        T0 + dt.timedelta(seconds=1)
+    assert (await registry.get("alice", "example.org", a3.fingerprint_sha256)).last_used == T0
+    registry.start_flusher(0.05)
+    registry.note_used("alice", "example.org", a3.fingerprint_sha256, T0 + dt.timedelta(days=1))
+    await registry.stop_flusher()
+    assert (await registry.get("alice", "example.org", a3.fingerprint_sha256)).last_used == \
+        T0 + dt.timedelta(days=1)

@@ -116,3 +116,26 @@ def test_structurally_broken_san_does_not_crash_cert_facts():
     facts = cert_facts(broken)  # must not raise
     assert facts.xmpp_addrs == ()
     assert facts.common_name == "broken"
+
+
+def test_the_hand_decoder_agrees_with_pyasn1_on_well_formed_and_broken_values():
+    from pyasn1.codec.der import encoder
+    from pyasn1.type import char
+
+    for text in ("alice@example.org", "ü" * 300, "a" * 127, "a" * 128, "a" * 255, "a" * 256, "a" * 3000):
+        assert decode_xmpp_addr(encoder.encode(char.UTF8String(text))) == text
+    assert decode_xmpp_addr(encoder.encode(char.UTF8String("a\x00b"))) is None
+    for broken in (b"\x0c\x05abc", b"\x0c\x03abcd", b"\x0c\x02\xff\xfe", b"\x0c\x00", b"\x0c"):
+        assert decode_xmpp_addr(broken) is None, broken
+
+
+def test_facts_are_cached_by_fingerprint_and_equal_to_a_fresh_parse():
+    from xmppd.tls import identity
+
+    cert = issue_client_cert(CA, xmpp_addrs=["cache@example.org"]).cert
+    first = cert_facts(cert)
+    again = cert_facts(x509.load_der_x509_certificate(cert.public_bytes(serialization.Encoding.DER)))
+    assert again is first
+    fresh = identity._parse_facts(cert, cert.fingerprint(hashes.SHA256()))
+    assert fresh == first and fresh.xmpp_addrs == ("cache@example.org",)
+    assert len(identity._facts_cache) <= identity.CERT_FACTS_CACHE_SIZE

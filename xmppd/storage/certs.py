@@ -32,6 +32,15 @@ another process (the ``xmppd certs`` CLI):
   :data:`LOGIN_VIEW_TTL_S` seconds, so a change made elsewhere reaches new
   logins on this node within that time.
 
+Most accounts register no certificate and set no policy (``ifpresent`` /
+``never`` deployments), and a first login is always a cache miss.  So the
+cache also keeps the *index*: the set of accounts that have any registry row
+or policy (at most :data:`REGISTRY_INDEX_MAX`; a bigger registry is not
+indexed and every miss queries).  An account outside the index gets the empty
+view without a query.  The index follows the same rules: writes here add to
+it, the stamp file (SQLite) reloads it, else it is reloaded when older than
+:data:`LOGIN_VIEW_TTL_S`.
+
 ``last_used`` is not written on the login path: :meth:`CertRegistry.note_used`
 keeps it in memory and a flusher writes the batch every
 :data:`LAST_USED_FLUSH_INTERVAL_S` (and at stop), so it lags by up to that much.
@@ -79,6 +88,7 @@ __all__ = [
     "cert_policy_table",
     "LOGIN_VIEW_CACHE_SIZE",
     "LOGIN_VIEW_TTL_S",
+    "REGISTRY_INDEX_MAX",
     "LAST_USED_FLUSH_INTERVAL_S",
     "MAX_PENDING_LAST_USED",
 ]
@@ -90,6 +100,10 @@ LOGIN_VIEW_CACHE_SIZE = 10_000
 #: seconds a cached login view is trusted when another process may change the registry
 #: without this process seeing a signal (non-file databases); see the module docstring
 LOGIN_VIEW_TTL_S = 5.0
+#: accounts with registry rows or a policy kept in the in-memory index (see the module docstring)
+REGISTRY_INDEX_MAX = 100_000
+#: a registry found bigger than REGISTRY_INDEX_MAX is counted again after this many seconds
+REGISTRY_INDEX_RETRY_S = 60.0
 #: seconds between two batched writes of ``last_used`` (see :meth:`CertRegistry.note_used`)
 LAST_USED_FLUSH_INTERVAL_S = 1.0
 #: certificates noted as used before a flush starts at once (instead of at the interval)
@@ -197,7 +211,8 @@ def _storable(user: str, domain: str) -> bool:
 class _LoginViews:
     """The per-engine cache behind :meth:`CertRegistry.login_view` (see the module docstring)."""
 
-    __slots__ = ("views", "generation", "stamp_path", "stamp_seen", "__weakref__")
+    __slots__ = ("views", "generation", "stamp_path", "stamp_seen", "index", "index_at", "index_loading",
+                 "index_retry_at", "__weakref__")
 
     def __init__(self, engine: AsyncEngine) -> None:
         #: (domain, user) -> (expires at (monotonic), policy override, {fingerprint: state})
@@ -211,6 +226,11 @@ class _LoginViews:
             if database and database != ":memory:" and not database.startswith("file:"):
                 self.stamp_path = os.path.abspath(os.path.expanduser(database)) + "-certs-changed"
         self.stamp_seen = self._stamp()
+        #: (domain, user) of every account with a registry row or a policy; None = not loaded
+        self.index: set[tuple[str, str]] | None = None
+        self.index_at = 0.0
+        self.index_loading = False
+        self.index_retry_at = 0.0
 
     def _stamp(self) -> tuple[int, int] | None:
         if self.stamp_path is None:
@@ -228,6 +248,7 @@ class _LoginViews:
             if stamp != self.stamp_seen:
                 self.stamp_seen = stamp
                 self.views.clear()
+                self.index = None
                 self.generation += 1
         return self.generation
 
@@ -236,6 +257,8 @@ class _LoginViews:
         self.check()  # a change by another process first: it must not be swallowed below
         self.generation += 1
         self.views.pop((domain, user), None)
+        if self.index is not None:
+            self.index.add((domain, user))  # never removed: being listed only means "ask the database"
         if self.stamp_path is not None:
             try:  # tell the other processes on this database; grow by a byte, restart at 4 KiB
                 mode = "ab" if (self.stamp_seen or (0, 0))[1] < 4096 else "wb"
@@ -477,6 +500,9 @@ class CertRegistry:
                 views.views.move_to_end(key)
                 return hit[1], dict(hit[2])
             del views.views[key]
+        index = await self._index(now)
+        if index is not None and key not in index:
+            return None, {}  # nothing registered, no policy: the common case, no query
         c, p = client_certs_table, cert_policy_table
         async with self._engine.connect() as conn:
             policy = await conn.scalar(select(p.c.policy).where(p.c.domain == domain, p.c.username == user))
@@ -488,6 +514,34 @@ class CertRegistry:
             while len(views.views) > LOGIN_VIEW_CACHE_SIZE:
                 views.views.popitem(last=False)
         return policy, dict(states)
+
+    async def _index(self, now: float) -> set[tuple[str, str]] | None:
+        """The accounts with registry rows or a policy (None: not available right now)."""
+        views = self._views
+        index = views.index
+        if index is not None and (views.stamp_path is not None or now - views.index_at < LOGIN_VIEW_TTL_S):
+            return index
+        if views.index_loading or now < views.index_retry_at:
+            return None  # being loaded by another login, or too big: query this account
+        views.index_loading = True
+        generation = views.generation
+        try:
+            c, p = client_certs_table, cert_policy_table
+            stmt = (select(c.c.domain, c.c.username).union(select(p.c.domain, p.c.username))
+                    .limit(REGISTRY_INDEX_MAX + 1))
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(stmt)).all()
+        finally:
+            views.index_loading = False
+        if len(rows) > REGISTRY_INDEX_MAX:
+            views.index = None
+            views.index_retry_at = now + REGISTRY_INDEX_RETRY_S
+            return None
+        if views.check() != generation:  # a write meanwhile: this answer may be stale
+            return None
+        views.index = {(r[0], r[1]) for r in rows}
+        views.index_at = now
+        return views.index
 
     # ------------------------------------------------------------ batched last_used
     def note_used(self, user: str, domain: str, fingerprint_sha256: str,

@@ -238,3 +238,23 @@ async def test_note_used_is_written_by_flush_used_in_one_batch(registry, certs):
     await registry.stop_flusher()
     assert (await registry.get("alice", "example.org", a3.fingerprint_sha256)).last_used == \
         T0 + dt.timedelta(days=1)
+
+
+async def test_the_index_answers_accounts_without_registry_rows_and_follows_writes(registry, certs, db_engine,
+                                                                                    monkeypatch):
+    from xmppd.storage import certs as certs_module
+
+    await registry.set_policy("carol", "example.org", "always")
+    assert await registry.login_view("nobody", "example.org") == (None, {})
+    views = certs_module._views_for(db_engine)
+    assert views.index == {("example.org", "carol")}
+    assert (await registry.login_view("carol", "example.org"))[0] == "always"
+    await add_facts(CertRegistry(db_engine), "alice", "example.org", certs["a1"], name="phone")
+    assert ("example.org", "alice") in views.index
+    assert (await registry.login_view("alice", "example.org"))[1] == {certs["a1"].fingerprint_sha256: ACTIVE}
+    # a registry bigger than the limit is not indexed: every miss asks the database
+    monkeypatch.setattr(certs_module, "REGISTRY_INDEX_MAX", 1)
+    views.index = None
+    views.views.clear()
+    assert (await registry.login_view("alice", "example.org"))[1] == {certs["a1"].fingerprint_sha256: ACTIVE}
+    assert views.index is None and views.index_retry_at > 0

@@ -39,7 +39,8 @@ from ..xml.parser import StreamParser
 if TYPE_CHECKING:
     from .listener import C2SListener
 
-__all__ = ["C2SConnection", "MAX_PREAUTH_BUFFER", "MAX_SEND_BUFFER", "AUTH_BACKEND_TIMEOUT_S"]
+__all__ = ["C2SConnection", "MAX_PREAUTH_BUFFER", "MAX_SEND_BUFFER", "AUTH_BACKEND_TIMEOUT_S",
+           "OUTPUT_COALESCE_BYTES"]
 
 log = logging.getLogger("xmppd.c2s")
 
@@ -47,6 +48,9 @@ log = logging.getLogger("xmppd.c2s")
 MAX_PREAUTH_BUFFER = 64 * 1024
 #: a peer that does not read makes us buffer; beyond this it is disconnected
 MAX_SEND_BUFFER = 8 * 1024 * 1024
+#: output is buffered as plaintext and flushed (one TLS write, one send()) once per
+#: event-loop iteration; a connection with this many bytes buffered is flushed at once
+OUTPUT_COALESCE_BYTES = 64 * 1024
 #: safety net over the whole auth-chain call; each method has its own, shorter timeout
 #: (auth.http request_timeout, auth.ldap request_timeout, the database's command timeout)
 AUTH_BACKEND_TIMEOUT_S = 65.0
@@ -76,6 +80,9 @@ class C2SConnection(asyncio.Protocol):
         self._current_end = 0
         self._queue: collections.deque = collections.deque()
         self._busy = False
+        #: plaintext waiting for the end of this loop iteration (see write_raw), and its size
+        self._out: list[bytes] | None = None
+        self._out_len = 0
         #: reading stopped by a module's backpressure (pause_input / resume_input)
         self._input_held = False
         self._closing = False
@@ -141,6 +148,7 @@ class C2SConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._out = None
         self.listener.connections.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -194,12 +202,41 @@ class C2SConnection(asyncio.Protocol):
         self.write_raw(data)
 
     def write_raw(self, data: bytes) -> None:
-        """Bytes for the client that are not counted stanzas (negotiation, nonzas, errors)."""
-        tr = self.transport
-        if tr is None or self._closing:
+        """Bytes for the client that are not counted stanzas (negotiation, nonzas, errors).
+
+        Buffered: everything written during one event-loop iteration goes out as one
+        TLS write and one send() (:meth:`flush_output`, scheduled once per burst), or
+        at once beyond OUTPUT_COALESCE_BYTES.  Closing the stream flushes first."""
+        if self.transport is None or self._closing or not data:
             return
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self._out_len = len(data)
+            asyncio.get_running_loop().call_soon(self.flush_output)
+        else:
+            out.append(data)
+            self._out_len += len(data)
+            if self._out_len >= OUTPUT_COALESCE_BYTES:
+                self.flush_output()
+
+    def flush_output(self) -> None:
+        """Put the buffered output on the wire now."""
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        self._out_len = 0
+        tr = self.transport
+        if tr is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
         if self.tls is not None:
-            self.tls.write(data)
+            try:
+                self.tls.write(data)
+            except TLSFailure as exc:  # the TLS layer already failed or was closed: nothing to send
+                log.info("%s: output dropped, TLS is %s", self.peer, exc.reason)
+                return
             data = self.tls.outgoing()
         tr.write(data)
         if tr.get_write_buffer_size() > MAX_SEND_BUFFER and not self._closing:
@@ -318,6 +355,7 @@ class C2SConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------- TLS
     def _start_tls(self) -> None:
+        self.flush_output()  # <proceed/> goes out in plaintext, before the engine exists
         leftover = bytes(self._preauth[self._current_end:])
         self._preauth = bytearray()
         self._queue.clear()
@@ -350,6 +388,7 @@ class C2SConnection(asyncio.Protocol):
         self._perform(self.machine.tls_established(self.listener.sasl_offer(self)))
 
     def _tls_failed(self, exc: TLSFailure) -> None:
+        self._out = None
         self._flush_tls()  # the alert
         self.listener.audit_tls_failure(self, exc.reason, getattr(exc, "facts", None))
         log.info("%s: TLS failed: %s", self.peer, exc.reason)
@@ -462,6 +501,7 @@ class C2SConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------- close
     def _close(self, a: CloseStream) -> None:
+        self.flush_output()  # the stream error / </stream:stream> before close_notify
         if a.condition is not None and a.condition is not StreamErrorCondition.CONFLICT:
             log.info("%s: stream error %s: %s", self.peer, a.condition.value, a.text)
         self._queue.clear()

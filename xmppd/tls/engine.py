@@ -32,6 +32,8 @@ __all__ = ["TLSEngine", "TLSFailure", "TLS_EXPORTER_LABEL"]
 TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 
 _CHUNK = 16384  # one TLS record of plaintext
+#: ciphertext read from the outgoing memory BIO per call (the buffer is allocated per call)
+_BIO_CHUNK = 17 * 1024
 
 #: substrings of OpenSSL reason strings → stable failure codes (first match wins)
 _FAILURE_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -100,7 +102,7 @@ class TLSEngine:
     """Server side of one TLS connection (created by ``ServerTLS.new_engine``)."""
 
     __slots__ = ("_conn", "_policy", "_state", "_pending", "_failure",
-                 "_closed", "handshake_done", "peer_closed")
+                 "_closed", "_dirty", "handshake_done", "peer_closed")
 
     def __init__(self, policy: _Policy) -> None:
         assert policy.context is not None
@@ -115,6 +117,8 @@ class TLSEngine:
         self._pending: list[bytes] | None = None
         self._failure: TLSFailure | None = None
         self._closed = False
+        #: something may have put ciphertext into the outgoing BIO since outgoing() drained it
+        self._dirty = True
         self.handshake_done = False
         self.peer_closed = False
 
@@ -126,6 +130,7 @@ class TLSEngine:
     def feed(self, data: bytes) -> None:
         """Ciphertext received from the peer."""
         if data and self._conn is not None and self._failure is None:
+            self._dirty = True  # handshake messages, alerts, tickets, key updates answer input
             self._conn.bio_write(data)
 
     def read(self) -> bytes:
@@ -188,24 +193,28 @@ class TLSEngine:
     def outgoing(self) -> bytes:
         """Drain the ciphertext to put on the wire (b"" if none)."""
         conn = self._conn
-        if conn is None:
-            return b""
+        if conn is None or not self._dirty:
+            return b""  # nothing was fed, sent or closed since the last drain: no exception to catch
+        self._dirty = False
         out: list[bytes] = []
         while True:
             try:
-                chunk = conn.bio_read(65536)
+                chunk = conn.bio_read(_BIO_CHUNK)
             except SSL.WantReadError:
                 break
             if not chunk:
                 break
             out.append(chunk)
-        return b"".join(out)
+            if len(chunk) < _BIO_CHUNK:
+                break  # a memory BIO returns all it holds up to the size asked: drained
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:
         """Queue a close_notify alert into :meth:`outgoing`; later writes fail."""
         if self._closed or self._conn is None:
             return
         self._closed = True
+        self._dirty = True
         self._pending = None
         if self._failure is not None:
             return
@@ -276,6 +285,7 @@ class TLSEngine:
     # -- internals -----------------------------------------------------------------
     def _send(self, data: bytes) -> None:
         assert self._conn is not None
+        self._dirty = True
         view = memoryview(data)
         try:
             while view:

@@ -90,6 +90,8 @@ class Hooks:
     #: top-level elements after bind: Clark tag -> handler(session, element)
     nonza: dict[str, Callable[[Any, Any], None]] = field(default_factory=dict)
     _events: dict[str, list[tuple[int, Callable]]] = field(default_factory=dict)
+    #: event -> handlers in priority order; rebuilt lazily after on() (hot path: no list per call)
+    _cache: dict[str, tuple[Callable, ...]] = field(default_factory=dict, repr=False)
 
     EVENTS = frozenset({"session_bound", "session_closed", "message_undeliverable", "authorize_cert",
                         "stanza_out", "stanza_in", "message_delivered",
@@ -101,9 +103,13 @@ class Hooks:
         lst = self._events.setdefault(event, [])
         lst.append((priority, handler))
         lst.sort(key=lambda p: p[0])
+        self._cache.pop(event, None)
 
-    def handlers(self, event: str) -> list[Callable]:
-        return [h for _, h in self._events.get(event, ())]
+    def handlers(self, event: str) -> tuple[Callable, ...]:
+        cached = self._cache.get(event)
+        if cached is None:
+            cached = self._cache[event] = tuple(h for _, h in self._events.get(event, ()))
+        return cached
 
     def iq(self, namespace: str, *, get: IqHandler | None = None, set: IqHandler | None = None,
            account: bool = False, public: bool = False) -> None:

@@ -195,6 +195,23 @@ def rewrite_start_tag(raw: bytes, start_tag_len: int, set_attrs: dict[str, str])
     ``set_attrs`` get the new value (in their original quote style); missing ones
     are appended after the last attribute.  Every other byte is unchanged.
     """
+    # fast path (the relay's case): none of the names occurs anywhere in the start tag, so
+    # each is absent: insert it after the last attribute, where the general path puts it
+    if 1 < start_tag_len <= len(raw) and raw[start_tag_len - 1] == 0x3E and raw[0] == 0x3C:  # '>' '<'
+        added: list[bytes] = []
+        for key, value in set_attrs.items():
+            bkey = _checked_names.get(key)
+            if bkey is None or raw.find(bkey, 0, start_tag_len) != -1:
+                break
+            added.append(b" " + bkey + b"='" + _escape_attr(value).encode("utf-8") + b"'")
+        else:
+            if added:
+                end = start_tag_len - 1
+                if raw[end - 1] == 0x2F:  # '/>'
+                    end -= 1
+                while raw[end - 1] in b" \t\r\n":
+                    end -= 1
+                return b"".join((raw[:end], *added, raw[end:]))
     new: dict[bytes, str] = {}
     for key, value in set_attrs.items():
         bkey = _checked_names.get(key)

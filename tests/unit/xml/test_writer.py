@@ -279,3 +279,15 @@ def test_rewrite_rejects_qualified_or_invalid_names():
 def test_rewrite_rejects_a_start_tag_length_that_is_not_a_start_tag():
     with pytest.raises(ValueError):
         rewrite_start_tag(b"<a x='1'><b/></a>", 5, {"from": "y"})
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (b"<message>x</message>", b"<message from='a@b/c'>x</message>"),
+    (b"<message to='x' >y</message>", b"<message to='x' from='a@b/c' >y</message>"),
+    (b"<message to='x'/>", b"<message to='x' from='a@b/c'/>"),
+    (b"<message to=\"x\"\n\t/>", b"<message to=\"x\" from='a@b/c'\n\t/>"),
+    (b"<message to='a>b/'><b/></message>", b"<message to='a>b/' from='a@b/c'><b/></message>"),
+])
+def test_rewrite_fast_path_for_an_absent_attribute_inserts_after_the_last_attribute(raw, expected):
+    end = raw.index(b">", raw.index(b"'") + 3 if b"a>b" in raw else 0) + 1
+    assert rewrite_start_tag(raw, end, {"from": "a@b/c"}) == expected

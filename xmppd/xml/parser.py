@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Any
 from xml.parsers import expat
 
 from xmppd.errors import StreamError, StreamErrorCondition
@@ -147,6 +148,25 @@ def _restricted(what: str):
     return handler
 
 
+#: one handler per kind of restricted markup, shared by every parser (not one closure each)
+_RESTRICTED_HANDLERS = (
+    ("CommentHandler", _restricted("comments")),
+    ("ProcessingInstructionHandler", _restricted("processing instructions")),
+    ("StartDoctypeDeclHandler", _restricted("document type declarations")),
+    ("EntityDeclHandler", _restricted("entity declarations")),
+    ("UnparsedEntityDeclHandler", _restricted("unparsed entities")),
+    ("NotationDeclHandler", _restricted("notation declarations")),
+    ("ElementDeclHandler", _restricted("element declarations")),
+    ("AttlistDeclHandler", _restricted("attribute list declarations")),
+    ("ExternalEntityRefHandler", _restricted("external entities")),
+    ("SkippedEntityHandler", _restricted("entity references")),
+)
+
+
+def _ignore(*_args: object) -> None:
+    pass
+
+
 class _Names(dict):
     """Expat triplet name ('uri}local}prefix', 'uri}local', 'local') -> Clark name.
 
@@ -223,7 +243,19 @@ class StreamParser:
         self._builder: ET.TreeBuilder | None = None
         self._bstart = self._bend = None
         self._names = _Names()
+        #: the stream header's start tag, re-fed to a new expat after release_idle()
+        self._header_raw: bytes | None = None
+        #: absolute byte offset = expat's byte index + _shift (non-zero after a rebuild)
+        self._shift = 0
+        # bound methods made once: handlers are swapped in and out per stanza
+        self._h_start = self._on_start
+        self._h_end = self._on_end
+        self._h_stream_text = self._on_stream_text
+        self._h_child_start = self._on_child_start
+        self._h_child_end = self._on_child_end
+        self._p: Any = self._new_expat(header_done=False)
 
+    def _new_expat(self, *, header_done: bool) -> Any:
         p = expat.ParserCreate("UTF-8", "}")
         p.namespace_prefixes = True
         p.ordered_attributes = False
@@ -232,24 +264,37 @@ class StreamParser:
         if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6
             p.SetReparseDeferralEnabled(False)
         p.XmlDeclHandler = self._on_xml_decl
-        # bound methods made once: handlers are swapped in and out per stanza
-        self._h_start = p.StartElementHandler = self._on_start
-        self._h_end = p.EndElementHandler = self._on_end
-        self._h_stream_text = p.CharacterDataHandler = self._on_stream_text
-        self._h_child_start = self._on_child_start
-        self._h_child_end = self._on_child_end
-        p.StartNamespaceDeclHandler = self._on_header_ns  # removed after the header
-        p.CommentHandler = _restricted("comments")
-        p.ProcessingInstructionHandler = _restricted("processing instructions")
-        p.StartDoctypeDeclHandler = _restricted("document type declarations")
-        p.EntityDeclHandler = _restricted("entity declarations")
-        p.UnparsedEntityDeclHandler = _restricted("unparsed entities")
-        p.NotationDeclHandler = _restricted("notation declarations")
-        p.ElementDeclHandler = _restricted("element declarations")
-        p.AttlistDeclHandler = _restricted("attribute list declarations")
-        p.ExternalEntityRefHandler = _restricted("external entities")
-        p.SkippedEntityHandler = _restricted("entity references")
+        p.StartElementHandler = self._h_start
+        p.EndElementHandler = self._h_end
+        p.CharacterDataHandler = self._h_stream_text
+        if not header_done:
+            p.StartNamespaceDeclHandler = self._on_header_ns  # removed after the header
+        for attr, handler in _RESTRICTED_HANDLERS:
+            setattr(p, attr, handler)
+        return p
+
+    def release_idle(self) -> bool:
+        """Between stanzas, drop the expat parser (its buffers and tables: ~15 KiB);
+        the next :meth:`feed` builds a new one and re-feeds the stream header.
+        For idle connections; False (nothing done) when not between stanzas."""
+        if (self._p is None or self._depth != 1 or self._closed or self._error is not None
+                or self._header_raw is None or self._scan != self._base + len(self._buf)):
+            return False
+        self._base += len(self._buf)
+        self._buf = bytearray()
+        self._p = None
+        return True
+
+    def _rebuild(self) -> Any:
+        header = self._header_raw
+        assert header is not None
+        p = self._new_expat(header_done=True)
+        p.StartElementHandler = _ignore  # the header again: its namespaces, no event
+        p.Parse(header, False)
+        p.StartElementHandler = self._h_start
+        self._shift = self._base - len(header)
         self._p = p
+        return p
 
     # ------------------------------------------------------------------ API
 
@@ -285,13 +330,16 @@ class StreamParser:
     # ------------------------------------------------------------ internals
 
     def _parse(self, data: bytes | memoryview) -> None:
+        p = self._p
+        if p is None:
+            p = self._rebuild()
         buf = self._buf
         buf += data
         if not self._depth and (buf[0] in _UTF16_START or (len(buf) > 1 and buf[1] == 0)):
             # expat sniffs UTF-16 (byte order mark, or a NUL in the first two
             # bytes) even with UTF-8 forced; none of these can start UTF-8 XML
             raise StreamError(C.UNSUPPORTED_ENCODING, "UTF-16 is not supported, use UTF-8 (RFC 6120 §11.6)")
-        self._p.Parse(data, False)
+        p.Parse(data, False)
         # bookkeeping after expat has seen this piece
         fed = self._base + len(buf)
         depth = self._depth
@@ -326,12 +374,13 @@ class StreamParser:
         self._buf = bytearray()
         self._builder = self._bstart = self._bend = None
         p = self._p
-        p.StartElementHandler = p.EndElementHandler = p.CharacterDataHandler = None
+        if p is not None:
+            p.StartElementHandler = p.EndElementHandler = p.CharacterDataHandler = None
 
     def _convert(self, exc: expat.ExpatError) -> StreamError:
         code = exc.code
         message = expat.ErrorString(code)
-        where = self._p.ErrorByteIndex
+        where = self._p.ErrorByteIndex + self._shift
         if code in _ENCODING_ERRORS:
             return StreamError(C.UNSUPPORTED_ENCODING, f"only UTF-8 is supported ({message})")
         if code in _ENTITY_ERRORS:
@@ -375,7 +424,7 @@ class StreamParser:
             return
         p = self._p
         buf = self._buf
-        start = p.CurrentByteIndex
+        start = p.CurrentByteIndex + self._shift
         m = _START_TAG.match(buf, start - self._base)
         if m is None:  # pragma: no cover - would be a bug in the scanner
             raise RuntimeError("expat reported a start tag the scanner cannot find")
@@ -422,10 +471,11 @@ class StreamParser:
     def _on_header(self, tag: str, attrs: dict[str, str]) -> None:
         if tag != _STREAM_TAG:
             raise StreamError(C.INVALID_NAMESPACE, f"expected <stream:stream> in namespace {NS_STREAM}, got {tag}")
-        start = self._p.CurrentByteIndex
+        start = self._p.CurrentByteIndex + self._shift
         m = _START_TAG.match(self._buf, start - self._base)
         if m is None:  # pragma: no cover - would be a bug in the scanner
             raise RuntimeError("expat reported a start tag the scanner cannot find")
+        self._header_raw = bytes(self._buf[m.start():m.end()])
         end = m.end() + self._base
         if end > MAX_HEADER_BYTES:
             raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")
@@ -443,7 +493,7 @@ class StreamParser:
         if self._stanza_empty:
             end = start + self._stanza_tag_len
         else:
-            end = buf.index(b">", p.CurrentByteIndex - base) + 1 + base
+            end = buf.index(b">", p.CurrentByteIndex + self._shift - base) + 1 + base
         if end - start > self.max_stanza_bytes:
             raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
         elem = self._bend(name)
@@ -464,7 +514,7 @@ class StreamParser:
         if self._header_empty:  # <stream:stream .../>
             end = self._header_end
         else:
-            end = self._buf.index(b">", p.CurrentByteIndex - self._base) + 1 + self._base
+            end = self._buf.index(b">", p.CurrentByteIndex + self._shift - self._base) + 1 + self._base
         self._depth = 0
         self._events.append(StreamClose(end))
         self._closed = True

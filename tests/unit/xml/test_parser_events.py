@@ -297,3 +297,43 @@ def test_prefix_declared_on_a_sibling_does_not_count_for_a_later_element():
 def test_xml_lang_and_inherited_default_namespace_keep_a_stanza_self_contained():
     _, events = feed(HEADER + b"<message xml:lang='en'><body xml:lang='de'>x</body></message>")
     assert stanzas(events)[0].self_contained
+
+
+def test_release_idle_between_stanzas_then_rebuild_gives_the_same_events_and_offsets():
+    import random
+
+    from xmppd.xml.parser import StreamParser as SP
+
+    hdr = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:db='jabber:server:dialback' "
+           b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+    data = b"".join(b"<message to='a@b' id='%d'><body>hi %d</body><db:x/></message> \n" % (i, i)
+                    for i in range(40)) + b"</stream:stream>"
+    released, ref = SP(max_stanza_bytes=10000), SP(max_stanza_bytes=10000)
+    got, want = released.feed(hdr), ref.feed(hdr)
+    rng = random.Random(7)
+    i, releases = 0, 0
+    while i < len(data):
+        n = rng.randint(1, 50)
+        got += released.feed(data[i:i + n])
+        want += ref.feed(data[i:i + n])
+        i += n
+        releases += released.release_idle()
+    assert releases >= 2
+    key = lambda e: (type(e).__name__, e.end, getattr(e, "raw", None), getattr(e, "self_contained", None),
+                     getattr(e, "start_tag_len", None))
+    assert [key(e) for e in got] == [key(e) for e in want] and len(got) == 42
+    # mid-stanza nothing is released; an error after a rebuild reports the absolute byte offset
+    a, b = SP(max_stanza_bytes=10000), SP(max_stanza_bytes=10000)
+    for p in (a, b):
+        p.feed(hdr + b"<message><body>")
+    assert not a.release_idle()
+    a.feed(b"</body></message>")
+    b.feed(b"</body></message>")
+    assert a.release_idle()
+    errors = []
+    for p in (a, b):
+        try:
+            p.feed(b"<iq><x></iq>")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+    assert len(errors) == 2 and errors[0] == errors[1]

@@ -32,13 +32,18 @@ async def sm_client(server, pki, name: str, *, resume: bool = True) -> tuple[Raw
     return c, jid, m.group(1).decode() if m else None
 
 
-async def reconnect_and_resume(server, pki, name: str, previd: str, h: int) -> tuple[RawClient, bytes]:
-    cert = pki.get(f"sm-{name}")
+async def authenticated_unbound(server, pki, cert) -> RawClient:
+    """TLS + SASL EXTERNAL + stream restart, stopping where bind (or resume) would come."""
     c = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert)
     await c.starttls()
     await c.open_stream()
     assert b"<success" in await c.auth_external()
     await c.open_stream()
+    return c
+
+
+async def reconnect_and_resume(server, pki, name: str, previd: str, h: int) -> tuple[RawClient, bytes]:
+    c = await authenticated_unbound(server, pki, pki.get(f"sm-{name}"))
     await c.send(f"<resume xmlns='{SM}' previd='{previd}' h='{h}'/>")
     out = await c.read_until(rb"<resumed[^>]*/>|</failed>")
     return c, out
@@ -87,13 +92,8 @@ async def test_killed_transport_then_resume_resends_only_unacknowledged_stanzas_
 
 
 async def test_unknown_previd_fails_and_the_client_can_still_bind(server, pki):
-    cert = pki.client("sm-nobody", xmpp_addrs=["nobody@localhost"])
-    c = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert)
+    c = await authenticated_unbound(server, pki, pki.client("sm-nobody", xmpp_addrs=["nobody@localhost"]))
     try:
-        await c.starttls()
-        await c.open_stream()
-        await c.auth_external()
-        await c.open_stream()
         await c.send(f"<resume xmlns='{SM}' previd='made-up' h='0'/>")
         out = await c.read_until(rb"</failed>")
         assert b"item-not-found" in out
@@ -106,11 +106,7 @@ async def test_another_account_cannot_resume_my_session(server, pki):
     alice, _, previd = await sm_client(server, pki, "victim")
     try:
         mallory = pki.client("sm-mallory", xmpp_addrs=["mallory@localhost"])
-        c = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=mallory)
-        await c.starttls()
-        await c.open_stream()
-        await c.auth_external()
-        await c.open_stream()
+        c = await authenticated_unbound(server, pki, mallory)
         await c.send(f"<resume xmlns='{SM}' previd='{previd}' h='0'/>")
         assert b"item-not-found" in await c.read_until(rb"</failed>")
         await c.close()
@@ -148,13 +144,8 @@ async def test_unacknowledged_messages_go_offline_when_the_resumption_window_end
 
 
 async def test_enable_before_bind_is_refused(server, pki):
-    cert = pki.client("sm-early", xmpp_addrs=["early@localhost"])
-    c = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert)
+    c = await authenticated_unbound(server, pki, pki.client("sm-early", xmpp_addrs=["early@localhost"]))
     try:
-        await c.starttls()
-        await c.open_stream()
-        await c.auth_external()
-        await c.open_stream()
         await c.send(f"<enable xmlns='{SM}'/>")
         assert b"unexpected-request" in await c.read_until(rb"</failed>")
     finally:

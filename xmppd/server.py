@@ -28,6 +28,11 @@ __all__ = ["Server"]
 
 log = logging.getLogger("xmppd.server")
 
+#: loop iterations given to transports' connection_lost callbacks during stop()
+STOP_CALLBACK_ROUNDS = 5
+#: how long stop() waits for background work before cancelling it
+STOP_DRAIN_S = 10.0
+
 
 class Server:
     def __init__(self, config: Config) -> None:
@@ -56,6 +61,7 @@ class Server:
             m.setup()
         self.listeners = [C2SListener(self, lc, i) for i, lc in enumerate(config.listeners)]
         self._bg: set[asyncio.Task] = set()
+        self._closed = False
         self._started = False
         #: callables run after reload() (e.g. re-check live sessions against new CRLs)
         self.after_reload: list = [self.close_revoked_sessions]
@@ -85,19 +91,50 @@ class Server:
             self._watcher = None
         for listener in self.listeners:
             await listener.stop()
+        # let the aborted transports' connection_lost callbacks run (they end sessions and
+        # may spawn work: presence unavailable, offline, ...) before anything is torn down
+        for _ in range(STOP_CALLBACK_ROUNDS):
+            await asyncio.sleep(0)
+        await self._drain_background()
         for m in self.modules:
             await m.stop()
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
+        await self._drain_background()
         await self.accounts.stop_flusher()  # the last logins noted in memory
         await self.auth_chain.stop()
+        await self._drain_background()
+        # nothing may hold a database connection when the pool is disposed: a connection
+        # checked out past this point is terminated later by the garbage collector, and
+        # aiosqlite then waits forever on its already-stopped thread
+        self._closed = True
         await self.db_engine.dispose()
         self.audit.close()
         self._started = False
 
+    async def _drain_background(self) -> None:
+        """Wait (bounded) for spawned work; cancel what is still running after STOP_DRAIN_S."""
+        while self._bg:
+            pending = set(self._bg)
+            _done, late = await asyncio.wait(pending, timeout=STOP_DRAIN_S)
+            if late:
+                log.warning("stop: cancelling %d background task(s) still running after %ss",
+                            len(late), STOP_DRAIN_S)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=STOP_DRAIN_S)
+                self._bg.difference_update(late)
+                return
+
     # ------------------------------------------------------------ helpers
-    def spawn(self, coro: Any) -> asyncio.Task:
-        """Fire-and-forget work that must finish before stop() returns."""
+    def spawn(self, coro: Any) -> "asyncio.Future":
+        """Fire-and-forget work that must finish before stop() returns.
+
+        After stop() disposed the database nothing new is started: the coroutine is
+        closed and a cancelled future returned."""
+        if self._closed:
+            coro.close()
+            fut = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            return fut
         task = asyncio.ensure_future(coro)
         self._bg.add(task)
         task.add_done_callback(self._bg_done)

@@ -140,11 +140,17 @@ class Mam(Module):
         for user, domain in await self.store.accounts_with_default("never", limit=MAX_NEVER_CACHE):
             self._never.add(JID(user, domain))
         if self.retention_days or self.max_per_user:
+            self._purge_stop = asyncio.Event()
             self._purger = asyncio.create_task(self._purge_loop())
 
     async def stop(self) -> None:
         if self._purger is not None:
-            self._purger.cancel()
+            # never cancel a purge mid-query: a connection abandoned by a cancelled task is
+            # garbage-collected later, and aiosqlite's close then waits forever
+            self._purge_stop.set()
+            done, _ = await asyncio.wait([self._purger], timeout=WRITE_WAIT_S)
+            if not done:
+                self._purger.cancel()
             self._purger = None
         self._stopping = True
         writer = self._writer
@@ -351,7 +357,11 @@ class Mam(Module):
                     log.info("archive purge removed %d messages", n)
             except Exception:  # noqa: BLE001 - keep purging later
                 log.exception("archive purge failed")
-            await asyncio.sleep(PURGE_INTERVAL_S)
+            try:
+                await asyncio.wait_for(self._purge_stop.wait(), PURGE_INTERVAL_S)
+                return  # stop() asked
+            except TimeoutError:
+                pass
 
     # ------------------------------------------------------------ query
     def _form(self, session, req: Element) -> Element:

@@ -579,21 +579,26 @@ class CertRegistry:
             log.warning("writing %d certificate last_used records failed; retrying later", len(self._used),
                         exc_info=True)
 
-    async def _flush_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            await self._flush_logged()
+    async def _flush_loop(self, interval: float, stop: asyncio.Event) -> None:
+        # stopped by an event, never cancelled: a write cancelled mid-query leaves its
+        # connection to the garbage collector, and aiosqlite's close then hangs
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                await self._flush_logged()
 
     def start_flusher(self, interval: float = LAST_USED_FLUSH_INTERVAL_S) -> None:
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval))
+            self._flusher_stop = asyncio.Event()
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval, self._flusher_stop))
 
     async def stop_flusher(self) -> None:
         """Stop the periodic flush and write what is left."""
         for task in (self._flusher, self._flushing):
             if task is not None:
                 if task is self._flusher:
-                    task.cancel()
+                    self._flusher_stop.set()
                 await asyncio.gather(task, return_exceptions=True)
         self._flusher = self._flushing = None
         await self._flush_logged()

@@ -9,7 +9,6 @@ is answered by the auth chain *or* this table.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import logging
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .batch import PeriodicFlusher
 from .engine import UtcDateTime, metadata
 
 __all__ = ["AccountRow", "Accounts", "accounts_table", "LOGIN_FLUSH_INTERVAL_S", "MAX_PENDING_LOGINS"]
@@ -70,8 +70,8 @@ class Accounts:
         self._pending: dict[tuple[str, str], tuple[_dt.datetime, str]] = {}
         #: the batch being written (still "noted" for exists() until its commit)
         self._writing: dict[tuple[str, str], tuple[_dt.datetime, str]] = {}
-        self._flushing: asyncio.Task | None = None
-        self._flusher: asyncio.Task | None = None
+        self._flusher = PeriodicFlusher(self.flush, interval=LOGIN_FLUSH_INTERVAL_S,
+                                        what="last-login records", pending=lambda: len(self._pending))
 
     # ------------------------------------------------------------ batched login bookkeeping
     # The server notes each login in memory (no I/O on the login path, no concurrent
@@ -86,8 +86,8 @@ class Accounts:
         if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("naive datetime: pass an aware datetime (UTC)")
         self._pending[(domain, user)] = (when, method)
-        if len(self._pending) >= MAX_PENDING_LOGINS and (self._flushing is None or self._flushing.done()):
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_logged())
+        if len(self._pending) >= MAX_PENDING_LOGINS:
+            self._flusher.kick()
 
     async def flush(self) -> int:
         """Write every noted login in ONE transaction (a batched upsert); returns the count."""
@@ -107,37 +107,13 @@ class Accounts:
                 self._writing.pop(key, None)
         return len(pending)
 
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except Exception:  # noqa: BLE001 - retried at the next interval
-            log.warning("writing %d last-login records failed; retrying later", len(self._pending),
-                        exc_info=True)
-
-    async def _flush_loop(self, interval: float, stop: asyncio.Event) -> None:
-        # stopped by an event, never cancelled: a write cancelled mid-query leaves its
-        # connection to the garbage collector, and aiosqlite's close then hangs
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                await self._flush_logged()
-
     def start_flusher(self, interval: float = LOGIN_FLUSH_INTERVAL_S) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher_stop = asyncio.Event()
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval, self._flusher_stop))
+        self._flusher.interval = interval
+        self._flusher.start()
 
     async def stop_flusher(self) -> None:
         """Stop the periodic flush and write what is left."""
-        if self._flusher is not None:
-            self._flusher_stop.set()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
-            self._flushing = None
-        await self._flush_logged()
+        await self._flusher.stop()
 
     async def _upsert_many(self, rows: list[tuple[str, str, str, _dt.datetime]]) -> None:
         t = accounts_table

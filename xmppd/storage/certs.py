@@ -48,7 +48,6 @@ keeps it in memory and a flusher writes the batch every
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import datetime as _dt
 import logging
@@ -72,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .batch import PeriodicFlusher
 from .engine import UtcDateTime, metadata
 
 __all__ = [
@@ -288,8 +288,8 @@ class CertRegistry:
         self._views = _views_for(engine)
         #: (domain, user, fingerprint) -> when: ``last_used`` not yet written
         self._used: dict[tuple[str, str, str], _dt.datetime] = {}
-        self._flusher: asyncio.Task | None = None
-        self._flushing: asyncio.Task | None = None
+        self._flusher = PeriodicFlusher(self.flush_used, interval=LAST_USED_FLUSH_INTERVAL_S,
+                                        what="certificate last_used records", pending=lambda: len(self._used))
 
     # ------------------------------------------------------------ writes
     async def add(self, user: str, domain: str, *, der: bytes, fingerprint_sha256: str, name: str,
@@ -550,8 +550,8 @@ class CertRegistry:
         if not _storable(user, domain):
             return
         self._used[(domain, user, fingerprint_sha256.lower())] = _aware(when or _now())
-        if len(self._used) >= MAX_PENDING_LAST_USED and (self._flushing is None or self._flushing.done()):
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_logged())
+        if len(self._used) >= MAX_PENDING_LAST_USED:
+            self._flusher.kick()
 
     async def flush_used(self) -> int:
         """Write every noted ``last_used`` in ONE transaction; returns how many."""
@@ -572,37 +572,13 @@ class CertRegistry:
             raise
         return len(used)
 
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush_used()
-        except Exception:  # noqa: BLE001 - retried at the next interval
-            log.warning("writing %d certificate last_used records failed; retrying later", len(self._used),
-                        exc_info=True)
-
-    async def _flush_loop(self, interval: float, stop: asyncio.Event) -> None:
-        # stopped by an event, never cancelled: a write cancelled mid-query leaves its
-        # connection to the garbage collector, and aiosqlite's close then hangs
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                await self._flush_logged()
-
     def start_flusher(self, interval: float = LAST_USED_FLUSH_INTERVAL_S) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher_stop = asyncio.Event()
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(interval, self._flusher_stop))
+        self._flusher.interval = interval
+        self._flusher.start()
 
     async def stop_flusher(self) -> None:
         """Stop the periodic flush and write what is left."""
-        for task in (self._flusher, self._flushing):
-            if task is not None:
-                if task is self._flusher:
-                    self._flusher_stop.set()
-                await asyncio.gather(task, return_exceptions=True)
-        self._flusher = self._flushing = None
-        await self._flush_logged()
-
+        await self._flusher.stop()
 
 
 async def add_facts(registry: CertRegistry, user: str, domain: str, facts, *, name: str,

@@ -43,10 +43,10 @@ ALIASES: dict[str, str] = {"rdbms": "sql"}
 
 #: method name → "module:Class", imported on first use
 METHOD_PATHS: dict[str, str] = {
-    "pki": "auth.pki:PkiAuth",
-    "sql": "auth.sql:SqlAuth",
-    "http": "auth.http:HttpAuth",
-    "ldap": "auth.ldap:LdapAuth",
+    "pki": "xmppd_auth.pki:PkiAuth",
+    "sql": "xmppd_auth.sql:SqlAuth",
+    "http": "xmppd_auth.http:HttpAuth",
+    "ldap": "xmppd_auth.ldap:LdapAuth",
 }
 
 _FAMILIES = (SASL_PASSWORD, SASL_SCRAM, SASL_EXTERNAL)

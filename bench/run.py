@@ -141,7 +141,7 @@ file = {_q(d / 'var' / 'audit.jsonl')}
 async def add_scram_users(config_path: Path, n: int) -> None:
     """Create password accounts the way ``xmppd user add`` does (cli._with_auth), in one process."""
     sys.path.insert(0, str(REPO))
-    from auth.registry import AuthChain, build_methods
+    from xmppd_auth.registry import AuthChain, build_methods
     from xmppd.config import load_config
     from xmppd.sasl import prepare_password
     from xmppd.storage.engine import create_engine, create_schema

@@ -209,7 +209,7 @@ def cmd_certs_issue(args) -> int:
 
 # ------------------------------------------------------------------ users
 def _with_auth(args, action) -> int:
-    from auth.registry import AuthChain, build_methods
+    from xmppd_auth.registry import AuthChain, build_methods
     from .jid import JID, InvalidJID
     from .storage.engine import create_engine, create_schema
 
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from auth.base import AuthConfigError
+    from xmppd_auth.base import AuthConfigError
     from .config import ConfigError
 
     args = build_parser().parse_args(argv)

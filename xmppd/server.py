@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from auth.registry import AuthChain, build_methods
+from xmppd_auth.registry import AuthChain, build_methods
 
 from .audit import AuditLog
 from .config import Config

@@ -9,7 +9,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from auth import scram
+from xmppd_auth import scram
 from tests.support.http_auth_service import AuthService, Mode
 
 from .harness import AuthFailed

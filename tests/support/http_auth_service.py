@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from auth import scram
+from xmppd_auth import scram
 
 __all__ = ["AuthService", "Mode", "Fixed", "Recorded", "UserRecord", "OPERATIONS"]
 

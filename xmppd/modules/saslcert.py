@@ -47,7 +47,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 from cryptography import x509
 
-from auth.base import CertDecision, CertFacts
+from xmppd_auth.base import CertDecision, CertFacts
 
 from ..errors import StanzaErrorCondition, StreamErrorCondition
 from ..jid import JID, InvalidJID

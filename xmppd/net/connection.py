@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from auth.base import AuthUnavailable, CertDecision
+from xmppd_auth.base import AuthUnavailable, CertDecision
 
 from ..errors import StanzaErrorCondition, StreamError, StreamErrorCondition
 from ..jid import JID, InvalidJID

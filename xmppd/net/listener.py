@@ -7,8 +7,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM
-from auth.registry import AuthChain
+from xmppd_auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM
+from xmppd_auth.registry import AuthChain
 
 from ..config import C2SListener as ListenerConfig
 from ..sasl import ExternalPolicy, create_mechanism

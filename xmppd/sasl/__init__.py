@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from auth.base import CertFacts
+from xmppd_auth.base import CertFacts
 
 from .base import (
     Challenge,

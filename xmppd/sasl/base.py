@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Union
 
 import precis_i18n
 
-from auth.base import CertDecision, ScramCredentials
+from xmppd_auth.base import CertDecision, ScramCredentials
 from xmppd.errors import SaslFailureCondition
 from xmppd.jid import JID, InvalidJID, nodeprep
 

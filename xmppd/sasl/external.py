@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from auth.base import CertDecision, CertFacts
+from xmppd_auth.base import CertDecision, CertFacts
 from xmppd.errors import SaslFailureCondition
 from xmppd.jid import JID, InvalidJID, nameprep, nodeprep
 

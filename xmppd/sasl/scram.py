@@ -25,8 +25,8 @@ import re
 import secrets
 from typing import Any, Callable, Mapping
 
-from auth.base import ScramCredentials
-from auth.scram import DEFAULT_ITERATIONS, HASHES, SALT_BYTES
+from xmppd_auth.base import ScramCredentials
+from xmppd_auth.scram import DEFAULT_ITERATIONS, HASHES, SALT_BYTES
 from xmppd.errors import SaslFailureCondition
 
 from .base import (

@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 
-from auth.base import CertFacts
+from xmppd_auth.base import CertFacts
 
 if TYPE_CHECKING:
     from xmppd.tls.engine import TLSEngine

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 
-from auth.base import CertFacts
+from xmppd_auth.base import CertFacts
 from xmppd.tls.context import NO_CERT, CertCheck, _Policy, _VerifyState
 from xmppd.tls.identity import cert_facts
 

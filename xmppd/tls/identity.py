@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder as _der_decoder
 from pyasn1.type import char as _asn1_char
 
-from auth.base import CertFacts
+from xmppd_auth.base import CertFacts
 
 __all__ = ["XMPP_ADDR_OID", "CERT_FACTS_CACHE_SIZE", "cert_facts", "decode_xmpp_addr"]
 

@@ -13,10 +13,10 @@ import logging
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from auth import scram
-from auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, AuthUnavailable, CertFacts
-from auth.http import PLAIN_SCRAM_CACHE_ENTRIES, HttpAuth
-from auth.registry import build_methods
+from xmppd_auth import scram
+from xmppd_auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, AuthUnavailable, CertFacts
+from xmppd_auth.http import PLAIN_SCRAM_CACHE_ENTRIES, HttpAuth
+from xmppd_auth.registry import build_methods
 from tests.support.http_auth_service import AuthService, Fixed, Mode
 from tests.support.pki import PKIFactory
 
@@ -323,8 +323,8 @@ async def test_plaintext_derivation_is_cached_and_a_changed_password_is_noticed(
 
 
 async def test_plaintext_cache_is_bounded(service, http, monkeypatch):
-    monkeypatch.setattr("auth.http.PLAIN_SCRAM_CACHE_ENTRIES", 3)
-    monkeypatch.setattr("auth.http.scram.DEFAULT_ITERATIONS", 1)
+    monkeypatch.setattr("xmppd_auth.http.PLAIN_SCRAM_CACHE_ENTRIES", 3)
+    monkeypatch.setattr("xmppd_auth.http.scram.DEFAULT_ITERATIONS", 1)
     for i in range(5):
         service.add_user(f"u{i}", D, password="pw")
         await http.get_scram(f"u{i}", D, "sha1")

@@ -14,9 +14,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from auth import scram
-from auth.base import AuthUnavailable, CertFacts
-from auth.http import MAX_BODY_BYTES, HttpAuth
+from xmppd_auth import scram
+from xmppd_auth.base import AuthUnavailable, CertFacts
+from xmppd_auth.http import MAX_BODY_BYTES, HttpAuth
 from tests.support.http_auth_service import AuthService, Fixed, Mode
 from tests.support.pki import PKIFactory
 

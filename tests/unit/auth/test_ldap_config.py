@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError
-from auth.ldap import LdapAuth, escape_filter_value
-from auth.registry import method_class
+from xmppd_auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError
+from xmppd_auth.ldap import LdapAuth, escape_filter_value
+from xmppd_auth.registry import method_class
 
 BASE = {"base": "ou=people,dc=test,dc=example"}
 
@@ -152,7 +152,7 @@ async def test_an_empty_or_oversized_username_never_reaches_the_directory():
 
 
 async def test_requests_beyond_the_waiting_bound_fail_at_once_as_unavailable():
-    from auth.base import AuthUnavailable
+    from xmppd_auth.base import AuthUnavailable
 
     m = make(servers=["127.0.0.1"], port=9, pool_size=1)
     m._pending = m._max_pending  # as if that many logins were already waiting

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from auth.base import AuthUnavailable, CertFacts
-from auth.ldap import LdapAuth
+from xmppd_auth.base import AuthUnavailable, CertFacts
+from xmppd_auth.ldap import LdapAuth
 from tests.support.pki import PKIFactory
 from tests.support.slapd import PEOPLE, ROOTPW, SUFFIX, LdapUser, start_slapd
 

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, CertFacts
-from auth.pki import PkiAuth
+from xmppd_auth.base import SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, CertFacts
+from xmppd_auth.pki import PkiAuth
 
 
 def cert(addrs=("alice@example.org",)) -> CertFacts:

@@ -10,13 +10,13 @@ import datetime as dt
 
 import pytest
 
-from auth import registry
-from auth.base import (SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, AuthMethod,
+from xmppd_auth import registry
+from xmppd_auth.base import (SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError, AuthMethod,
                        AuthUnavailable, CertDecision, CertFacts, ScramCredentials)
-from auth.pki import PkiAuth
-from auth.registry import ALIASES, AuthChain, build_methods, method_class
-from auth.scram import MIN_ITERATIONS, derive
-from auth.sql import SqlAuth
+from xmppd_auth.pki import PkiAuth
+from xmppd_auth.registry import ALIASES, AuthChain, build_methods, method_class
+from xmppd_auth.scram import MIN_ITERATIONS, derive
+from xmppd_auth.sql import SqlAuth
 
 DOMAIN = "example.org"
 CERT = CertFacts(
@@ -117,7 +117,7 @@ def test_method_not_shipped_yet_is_a_config_error_not_an_import_error(monkeypatc
 
 
 def test_a_class_declaring_another_name_is_refused(monkeypatch):
-    monkeypatch.setitem(registry.METHOD_PATHS, "http", "auth.pki:PkiAuth")
+    monkeypatch.setitem(registry.METHOD_PATHS, "http", "xmppd_auth.pki:PkiAuth")
     with pytest.raises(AuthConfigError, match="declares name 'pki'"):
         method_class("http")
 

@@ -8,10 +8,10 @@ import logging
 import pytest
 from sqlalchemy import select, update
 
-from auth import scram
-from auth.base import (SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError,
+from xmppd_auth import scram
+from xmppd_auth.base import (SASL_EXTERNAL, SASL_PASSWORD, SASL_SCRAM, AuthConfigError,
                        AuthUnavailable, CertFacts)
-from auth.sql import SqlAuth, users_table
+from xmppd_auth.sql import SqlAuth, users_table
 from tests.pg import unreachable_pg_url
 from xmppd.storage.engine import create_engine
 

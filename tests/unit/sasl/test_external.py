@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from auth.base import CertDecision, CertFacts
+from xmppd_auth.base import CertDecision, CertFacts
 from xmppd.errors import SaslFailureCondition as C
 from xmppd.jid import JID
 from xmppd.sasl import (

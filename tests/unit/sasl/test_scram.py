@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from auth.scram import DEFAULT_ITERATIONS, derive
+from xmppd_auth.scram import DEFAULT_ITERATIONS, derive
 from xmppd.errors import SaslFailureCondition as C
 from xmppd.sasl import (
     Challenge,

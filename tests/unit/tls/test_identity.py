@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from auth.base import CertFacts
+from xmppd_auth.base import CertFacts
 from xmppd.pki import create_ca, issue_client_cert
 from xmppd.tls.identity import XMPP_ADDR_OID, cert_facts, decode_xmpp_addr
 

@@ -47,6 +47,28 @@ class Router:
         self._tasks: set[asyncio.Task] = set()
         self._pending: dict[tuple[str, str], asyncio.Future] = {}
         self._iq_seq = 0
+        #: futures the stanza being routed now waits for (see collect / defer)
+        self._deferred: list[asyncio.Future] | None = None
+
+    # ------------------------------------------------------------ settlement
+    # A stanza is *settled* when it has been written to every live recipient's
+    # output and everything it caused that must be durable (offline store,
+    # archive, an iq's write) has been committed.  The connection routes each
+    # client stanza between collect() and settled(); modules that start durable
+    # work for it call defer(future).  XEP-0198 counts the stanza in ``h`` only
+    # once all those futures are done (xmppd.modules.sm).
+    def collect(self) -> None:
+        self._deferred = []
+
+    def settled(self) -> list[asyncio.Future]:
+        """The futures deferred since collect() (usually none)."""
+        out, self._deferred = self._deferred, None
+        return out or []
+
+    def defer(self, fut: "asyncio.Future") -> None:
+        """The stanza being routed is handled only when ``fut`` is done."""
+        if self._deferred is not None:
+            self._deferred.append(fut)
 
     # ------------------------------------------------------------ output
     @staticmethod
@@ -178,6 +200,7 @@ class Router:
             task = asyncio.ensure_future(self._finish_iq(session, el, result, default_from))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            self.defer(task)  # e.g. a roster set: handled once written and answered
         elif result is not None:
             self._send_iq_reply(session, el, result, default_from)
 

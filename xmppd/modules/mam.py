@@ -124,7 +124,9 @@ class Mam(Module):
         self._stopping = False
         self._enqueued = 0  # rows ever queued
         self._done = 0  # rows ever handled by the writer (written, skipped or dropped)
-        self._waiters: list[tuple[int, asyncio.Future]] = []  # (row count, future) for queries
+        #: (row count, future): queries and routed messages waiting for the writer; the counts
+        #: only grow (``_enqueued`` at the time), so the deque is ordered
+        self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
         self._paused: set = set()  # sessions not read because of backpressure
         self._dropped = 0  # rows over MAX_PENDING_WRITES_HARD since the last warning
         self._last_warn = 0.0
@@ -223,6 +225,10 @@ class Mam(Module):
         for owner, archive_id, peer, data, check in rows:
             queue.append((owner, archive_id, peer, data, check, now))
         self._enqueued += len(rows)
+        # the message is handled (XEP-0198 h) once its rows are written: Router.defer
+        written = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._enqueued, written))
+        self.server.router.defer(written)
         if self._writer is None or self._writer.done():
             if self._stopping:  # after stop(): nothing will drain the queue
                 self._dropped += len(rows)
@@ -265,15 +271,11 @@ class Mam(Module):
         """Wake the queries waiting for rows the writer has now handled."""
         if len(self._queue) <= MAX_PENDING_WRITES // 2 and self._paused:
             self._release_paused()
-        if self._waiters:
-            keep = []
-            for target, fut in self._waiters:
-                if self._done >= target:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((target, fut))
-            self._waiters = keep
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._done:
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                fut.set_result(None)
 
     async def _write_loop(self) -> None:
         queue = self._queue

@@ -95,7 +95,8 @@ class Offline(Module):
         if el.get("to") is None:  # a message to one's own account: say whom it was for
             data = rewrite_start_tag(data, start_tag_len(data), {"to": str(bare)})
         data = insert_before_end(data, delay_element(bare.domain, now))
-        self._enqueue(bare, self._store(router, session, el, bare, data, now))
+        # handled (XEP-0198 h) only once committed: Router.defer
+        router.defer(self._enqueue(bare, self._store(router, session, el, bare, data, now)))
         return True
 
     async def _store(self, router, session, el, bare: JID, data: bytes, now: _dt.datetime) -> None:
@@ -130,7 +131,7 @@ class Offline(Module):
                 return
 
     # ------------------------------------------------------------ per-account chain
-    def _enqueue(self, bare: JID, coro) -> None:
+    def _enqueue(self, bare: JID, coro) -> asyncio.Future:
         prev = self._tails.get(bare)
         self._pending += 1
         task = self.server.spawn(self._after(prev, coro))
@@ -142,6 +143,7 @@ class Offline(Module):
                 del self._tails[b]
 
         task.add_done_callback(done)
+        return task
 
     @staticmethod
     async def _after(prev, coro) -> None:

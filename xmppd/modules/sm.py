@@ -39,6 +39,8 @@ _STANZA_TAGS = frozenset({"{jabber:client}message", "{jabber:client}presence", "
 _H_MOD = 2 ** 32
 #: how often detached sessions are checked for expiry
 EXPIRY_SWEEP_S = 1.0
+#: ``<r/>`` requests one session may have waiting for settlement; beyond, answered at once
+MAX_WAITING_ACK_REQUESTS = 64
 
 
 def _failed(condition: StanzaErrorCondition, text: str = "", h: int | None = None) -> bytes:
@@ -50,14 +52,27 @@ def _failed(condition: StanzaErrorCondition, text: str = "", h: int | None = Non
 
 
 class SMState:
-    """Per-session counters and the queue of unacknowledged outbound stanzas."""
+    """Per-session counters and the queue of unacknowledged outbound stanzas.
 
-    __slots__ = ("id", "resumable", "h_in", "h_out", "unacked", "detached_at", "since_request")
+    Inbound: ``received`` counts the client's stanzas, ``h_in`` the prefix of them
+    that is *settled* (delivered to every live recipient and committed wherever it
+    had to be stored: see Router.collect).  Only ``h_in`` is ever sent as ``h``,
+    so what the server acknowledges is durable.  ``inflight`` holds
+    ``[count, unfinished futures]`` for stanzas not settled yet, in order.
+    """
 
-    def __init__(self, sm_id: str | None) -> None:
+    __slots__ = ("id", "resumable", "h_in", "received", "inflight", "ack_waiting", "conn", "h_out",
+                 "unacked", "detached_at", "since_request")
+
+    def __init__(self, sm_id: str | None, conn: "C2SConnection | None" = None) -> None:
         self.id = sm_id
         self.resumable = sm_id is not None
-        self.h_in = 0  # stanzas received from the client and handled
+        self.h_in = 0  # stanzas received from the client and settled (acknowledgeable)
+        self.received = 0  # stanzas received from the client
+        self.inflight: collections.deque[list[int]] = collections.deque()
+        #: ``<r/>`` requests waiting for the settled count to reach what had been received
+        self.ack_waiting: collections.deque[int] = collections.deque()
+        self.conn = conn  # the connection that carries the session now (changes on resume)
         self.h_out = 0  # stanzas sent to the client
         self.unacked: collections.deque[tuple[int, bytes]] = collections.deque()
         self.detached_at: float | None = None
@@ -112,7 +127,7 @@ class StreamManagement(Module):
             return
         resume = el.get("resume") in ("true", "1")
         sm_id = secrets.token_urlsafe(18) if resume else None
-        conn.sm = SMState(sm_id)
+        conn.sm = SMState(sm_id, conn)
         if sm_id is not None:
             self.resumable[sm_id] = conn
             timeout = int(self.options["resume_timeout_s"])
@@ -124,7 +139,11 @@ class StreamManagement(Module):
         if conn.sm is None:
             conn.write_raw(_failed(StanzaErrorCondition.UNEXPECTED_REQUEST, "stream management is not enabled"))
             return
-        conn.write_raw(f"<a xmlns='{NS_SM}' h='{conn.sm.h_in % _H_MOD}'/>".encode())
+        sm = conn.sm
+        if sm.h_in >= sm.received or len(sm.ack_waiting) >= MAX_WAITING_ACK_REQUESTS:
+            conn.write_raw(f"<a xmlns='{NS_SM}' h='{sm.h_in % _H_MOD}'/>".encode())
+        else:  # answered once everything received so far is settled (durable)
+            sm.ack_waiting.append(sm.received)
 
     def _answer(self, conn: "C2SConnection", el: Any) -> None:
         sm = conn.sm
@@ -141,9 +160,47 @@ class StreamManagement(Module):
                               f"handled-count-too-high: h={h} but only {sm.h_out} stanzas were sent")
 
     # ------------------------------------------------------------ counting (called by the connection)
-    def counted_in(self, conn: "C2SConnection", tag: str) -> None:
-        if tag in _STANZA_TAGS:
-            conn.sm.h_in += 1
+    def counted_in(self, conn: "C2SConnection", tag: str) -> int:
+        """Count a stanza received from the client; its number (0: not a counted stanza)."""
+        if tag not in _STANZA_TAGS:
+            return 0
+        sm = conn.sm
+        sm.received += 1
+        return sm.received
+
+    def settle(self, conn: "C2SConnection", seq: int, futures: list) -> None:
+        """Stanza ``seq`` was routed; it is settled once ``futures`` are done."""
+        if not seq:
+            return
+        sm = conn.sm
+        if not futures:
+            if not sm.inflight:
+                sm.h_in = seq
+                return
+            sm.inflight.append([seq, 0])
+            return
+        entry = [seq, len(futures)]
+        sm.inflight.append(entry)
+
+        def one_done(_f: Any, entry: list[int] = entry, sm: SMState = sm) -> None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._advance(sm)
+
+        for fut in futures:
+            fut.add_done_callback(one_done)
+
+    @staticmethod
+    def _advance(sm: SMState) -> None:
+        inflight = sm.inflight
+        while inflight and inflight[0][1] == 0:
+            sm.h_in = inflight.popleft()[0]
+        waiting = sm.ack_waiting
+        conn = sm.conn
+        while waiting and waiting[0] <= sm.h_in:
+            waiting.popleft()
+            if conn is not None and conn.sm is sm:
+                conn.write_raw(f"<a xmlns='{NS_SM}' h='{sm.h_in % _H_MOD}'/>".encode())
 
     def sent(self, conn: "C2SConnection", data: bytes) -> bool:
         """Record an outbound stanza; False if the client must be disconnected."""
@@ -184,6 +241,8 @@ class StreamManagement(Module):
             return False
         old.hand_over_to(new)  # closes the old transport if it is still there, moves session state
         new.sm = sm
+        sm.conn = new
+        sm.ack_waiting.clear()  # the <resumed h/> below answers them
         sm.detached_at = None
         sm.since_request = 0
         self.resumable[previd] = new

@@ -318,9 +318,17 @@ class C2SConnection(asyncio.Protocol):
         for a in actions:
             kind = type(a)
             if kind is Deliver:
-                if self.sm is not None:
-                    self.server.sm.counted_in(self, a.stanza.element.tag)
-                self.server.router.from_client(self, a.stanza)
+                if self.sm is None:
+                    self.server.router.from_client(self, a.stanza)
+                else:  # XEP-0198: h counts it once settled (delivered / committed)
+                    sm, router = self.server.sm, self.server.router
+                    seq = sm.counted_in(self, a.stanza.element.tag)
+                    router.collect()
+                    try:
+                        router.from_client(self, a.stanza)
+                    finally:
+                        futures = router.settled()
+                    sm.settle(self, seq, futures)
             elif kind is Send:
                 self.write_raw(a.data)
             elif kind is SaslNeed:

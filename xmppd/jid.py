@@ -73,7 +73,7 @@ def resourceprep(resource: str) -> str:
 class JID:
     """An immutable, normalised JID. Compare and hash by value."""
 
-    __slots__ = ("local", "domain", "resource", "_str")
+    __slots__ = ("local", "domain", "resource", "_str", "_bare")
 
     local: str | None
     domain: str
@@ -89,6 +89,18 @@ class JID:
         if self.resource is not None:
             s = f"{s}/{self.resource}"
         object.__setattr__(self, "_str", s)
+        object.__setattr__(self, "_bare", None)  # a full JID's bare JID, once asked for
+
+    @classmethod
+    def _normalised(cls, local: str | None, domain: str) -> "JID":
+        """A bare JID from parts that are already normalised (no PRECIS run again)."""
+        jid = object.__new__(cls)
+        object.__setattr__(jid, "local", local)
+        object.__setattr__(jid, "domain", domain)
+        object.__setattr__(jid, "resource", None)
+        object.__setattr__(jid, "_str", domain if local is None else f"{local}@{domain}")
+        object.__setattr__(jid, "_bare", None)
+        return jid
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("JID is immutable")
@@ -111,9 +123,14 @@ class JID:
 
     @property
     def bare(self) -> "JID":
+        """The bare JID, built once per JID (the hot path asks for it on every stanza)."""
         if self.resource is None:
             return self
-        return JID(self.local, self.domain)
+        bare = self._bare
+        if bare is None:
+            bare = JID._normalised(self.local, self.domain)
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:

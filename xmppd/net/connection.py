@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .listener import C2SListener
 
 __all__ = ["C2SConnection", "MAX_PREAUTH_BUFFER", "MAX_SEND_BUFFER", "AUTH_BACKEND_TIMEOUT_S",
-           "OUTPUT_COALESCE_BYTES"]
+           "OUTPUT_COALESCE_BYTES", "MAX_WHITESPACE_BEFORE_RESTART"]
 
 log = logging.getLogger("xmppd.c2s")
 
@@ -57,6 +57,13 @@ AUTH_BACKEND_TIMEOUT_S = 65.0
 CLOSE_GRACE_S = 5.0
 #: resources one account may bind at once
 MAX_RESOURCES_PER_ACCOUNT = 64
+#: whitespace accepted (and dropped) before a stream header and, after <proceed/>, before the
+#: TLS ClientHello.  Whitespace between top-level elements is legal XML, and clients send it
+#: right after the element that restarts the stream (go-xmpp: "<starttls/>\n", "</auth>\n"),
+#: but it belongs to no stream: the next stream starts with its XML declaration, which may not
+#: be preceded by anything (XML 1.0 §2.8), and TLS records never start with whitespace.
+MAX_WHITESPACE_BEFORE_RESTART = 4096
+_WS = b" \t\r\n"
 #: a bound session that received nothing for this long drops its XML parser's expat state
 #: between stanzas (~15 KiB); the next data rebuilds it (~7 us). Checked by the listener sweep.
 PARSER_IDLE_RELEASE_S = 1.0
@@ -75,7 +82,7 @@ class C2SConnection(asyncio.Protocol):
                  "cert_check", "auth_method", "_preauth", "_current_end", "_queue", "_busy", "_out",
                  "_out_len", "_input_held", "_closing", "_task", "_held_plain", "started", "last_rx",
                  "jid", "available", "priority", "last_presence", "directed", "bound", "login_cert", "sm",
-                 "_stream_ended", "attempted", "__dict__", "__weakref__")
+                 "_stream_ended", "attempted", "_gap", "_gap_ws", "__dict__", "__weakref__")
 
     def __init__(self, listener: "C2SListener") -> None:
         self.listener = listener
@@ -118,6 +125,11 @@ class C2SConnection(asyncio.Protocol):
         self._stream_ended = False
         #: the account the current SASL exchange is for (audit of failures)
         self.attempted: str | None = None
+        #: between two streams (see MAX_WHITESPACE_BEFORE_RESTART): None = inside a stream or a
+        #: TLS session, "xml" = before a stream header, "tls" = after <proceed/>, before the
+        #: ClientHello; ``_gap_ws`` counts the whitespace dropped there
+        self._gap: str | None = "xml"
+        self._gap_ws = 0
 
     def __repr__(self) -> str:
         return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
@@ -139,6 +151,10 @@ class C2SConnection(asyncio.Protocol):
         if self.tls is None:
             self._feed_plain(data)
             return
+        if self._gap == "tls":
+            data = self._drop_gap_whitespace(data)
+            if not data:
+                return
         try:
             self.tls.feed(data)
             plain = self.tls.read()
@@ -278,6 +294,10 @@ class C2SConnection(asyncio.Protocol):
             return
         if self.parser is None:
             return
+        if self._gap == "xml":
+            data = self._drop_gap_whitespace(data)
+            if not data:
+                return
         if not self.machine.authenticated or self.machine.state is not State.BOUND:
             self._preauth += data
             if len(self._preauth) > MAX_PREAUTH_BUFFER:
@@ -301,6 +321,23 @@ class C2SConnection(asyncio.Protocol):
                     parser.feed(b"")
                 except StreamError as exc:
                     self._perform(self.machine.stream_error(exc.condition, exc.text))
+
+    def _drop_gap_whitespace(self, data: bytes) -> bytes:
+        """Between two streams: drop leading whitespace (bounded), return what follows it.
+
+        Once anything else arrives, or MAX_WHITESPACE_BEFORE_RESTART is used up, the
+        bytes go to the next layer as they are (the TLS engine, or the new parser with
+        its own header limit)."""
+        n = len(data) - len(data.lstrip(_WS))
+        allowed = MAX_WHITESPACE_BEFORE_RESTART - self._gap_ws
+        if n > allowed:
+            self._gap = None
+            return data[allowed:]
+        self._gap_ws += n
+        if n < len(data):
+            self._gap = None
+            return data[n:]
+        return b""
 
     def _pump(self) -> None:
         while self._queue and not self._busy and not self._closing:
@@ -375,6 +412,8 @@ class C2SConnection(asyncio.Protocol):
         self._queue.clear()
         self.parser = None
         self.tls = self.listener.tls.new_engine()
+        # RFC 6120 §5.4.3.3: TLS starts right after <starttls/>; only whitespace may sit between
+        self._gap, self._gap_ws = "tls", 0
         if leftover:
             self.data_received(leftover)
 
@@ -417,6 +456,8 @@ class C2SConnection(asyncio.Protocol):
         self._current_end = 0
         self.parser = StreamParser(max_stanza_bytes=max_stanza_bytes,
                                    max_depth=self.listener.config.max_xml_depth)
+        # RFC 6120 §4.3.3: the client's next bytes are a new stream header (whitespace dropped)
+        self._gap, self._gap_ws = "xml", 0
         if leftover:
             self._feed_plain(leftover)
 

@@ -47,6 +47,15 @@ CRL files must parse and be signed by a CA from ``cacertfile``; otherwise
 :meth:`ServerTLS.revocation_reason` answers from the new CRLs for certificates
 already in use (the server closes live sessions with it).
 
+ALPN (RFC 7301, XEP-0368 §3)
+----------------------------
+A client offering ``xmpp-client`` gets it selected; one offering no ALPN at all
+is served as before.  A client offering ALPN protocols that are all someone
+else's (``h2``, ``http/1.1``, ``xmpp-server``...) is refused with the fatal
+``no_application_protocol`` alert (RFC 7301 §3.2 "SHALL"; it also keeps an
+HTTPS client that a cross-protocol attack sent here from talking to us): the
+engine reports ``TLSFailure("alpn-mismatch")``.
+
 Resumption is disabled (no session cache, no tickets): a resumed session would
 skip the verify callback, so a certificate revoked after a :meth:`reload`
 could come back; XMPP sessions are long-lived, so a full handshake costs little.
@@ -73,7 +82,8 @@ from xmppd_auth.base import CertFacts
 if TYPE_CHECKING:
     from xmppd.tls.engine import TLSEngine
 
-__all__ = ["CertCheck", "ServerTLS", "TLSConfigError", "VERIFY_MODES", "VERIFY_REASONS"]
+__all__ = ["ALPN_XMPP_CLIENT", "ALPNRefused", "CertCheck", "ServerTLS", "TLSConfigError", "VERIFY_MODES",
+           "VERIFY_REASONS"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,21 @@ DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
 
 #: maximum certificate chain depth accepted from a client
 VERIFY_DEPTH = 8
+
+#: XEP-0368 §3: the ALPN protocol id of client-to-server XMPP (IANA registry, RFC 7301)
+ALPN_XMPP_CLIENT = b"xmpp-client"
+
+
+class ALPNRefused(SSL.Error):
+    """Raised by the ALPN callback when the client offers none of our protocols.
+
+    pyOpenSSL turns an exception in the callback into a fatal
+    ``no_application_protocol`` alert and re-raises it from ``do_handshake``.
+    Its args have the shape of an OpenSSL error queue (library, function, reason)."""
+
+    def __init__(self, offered: Sequence[bytes]) -> None:
+        names = ", ".join(p.decode("ascii", "replace")[:64] for p in offered[:8]) or "(none)"
+        super().__init__([("xmppd", "alpn", f"no application protocol in common (client offered {names})")])
 
 # OpenSSL X509_V_ERR_* numbers (stable ABI values from x509_vfy.h).
 _V_ERR_UNABLE_TO_GET_CRL = 3
@@ -366,6 +391,7 @@ class ServerTLS:
         versions: Sequence[str] = ("tlsv1.2", "tlsv1.3"),
         ciphers: str | None = None,
         key_password: str | None = None,
+        alpn_protocols: Sequence[bytes] = (ALPN_XMPP_CLIENT,),
     ) -> None:
         if verify_mode not in VERIFY_MODES:
             raise TLSConfigError(
@@ -379,6 +405,8 @@ class ServerTLS:
         self.versions = tuple(versions)
         self.ciphers = ciphers
         self._key_password = key_password
+        #: ALPN protocols we speak, in our order of preference (empty: ALPN is ignored)
+        self.alpn_protocols = tuple(alpn_protocols)
         self._min_version, self._max_version = self._parse_versions(self.versions)
         self.requests_client_cert = bool(cacertfile) and verify_mode != "none"
         self._lock = threading.Lock()
@@ -472,6 +500,8 @@ class ServerTLS:
         )
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        if self.alpn_protocols:
+            ctx.set_alpn_select_callback(_alpn_selector(self.alpn_protocols))
         try:
             ctx.set_cipher_list((self.ciphers or DEFAULT_CIPHERS).encode("ascii"))
         except (SSL.Error, UnicodeEncodeError):
@@ -572,6 +602,16 @@ class ServerTLS:
                                  f"{_openssl_reason(exc)}") from None
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, policy.verify)
         ctx.set_verify_depth(VERIFY_DEPTH)
+
+
+def _alpn_selector(ours: tuple[bytes, ...]):
+    def select(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        for protocol in ours:  # server preference (RFC 7301 §3.2 leaves the choice to us)
+            if protocol in offered:
+                return protocol
+        raise ALPNRefused(offered)  # → fatal no_application_protocol alert
+
+    return select
 
 
 def _openssl_reason(exc: SSL.Error) -> str:

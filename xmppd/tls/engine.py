@@ -37,6 +37,7 @@ _BIO_CHUNK = 17 * 1024
 
 #: substrings of OpenSSL reason strings → stable failure codes (first match wins)
 _FAILURE_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("no application protocol", "alpn-mismatch"),
     ("no renegotiation", "renegotiation-refused"),
     ("renegotiat", "renegotiation-refused"),
     ("unsupported protocol", "protocol-version"),
@@ -65,7 +66,8 @@ class TLSFailure(Exception):
     Handshake codes: the client-certificate codes of :class:`CertCheck`
     (``unknown-ca``, ``expired``, ``revoked``...) when verification aborted
     the handshake, else ``protocol-version``, ``no-shared-cipher``,
-    ``not-tls``, ``bad-certificate``, ``renegotiation-refused`` or
+    ``not-tls``, ``bad-certificate``, ``renegotiation-refused``,
+    ``alpn-mismatch`` (ALPN offered, but not ``xmpp-client``) or
     ``handshake-failure``. After the handshake: ``protocol-error``;
     :meth:`TLSEngine.write` after close: ``closed``. ``detail`` holds the
     OpenSSL text for logs (never key material).
@@ -230,6 +232,14 @@ class TLSEngine:
         if not self.handshake_done or self._conn is None:
             return None
         return self._conn.get_protocol_version_name()
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The ALPN protocol selected in the handshake (``"xmpp-client"``), or None."""
+        if not self.handshake_done or self._conn is None:
+            return None
+        selected = self._conn.get_alpn_proto_negotiated()
+        return selected.decode("ascii") if selected else None
 
     @property
     def cipher(self) -> str | None:

@@ -443,7 +443,7 @@ class C2SConnection(asyncio.Protocol):
     def _tls_failed(self, exc: TLSFailure) -> None:
         self._out = None
         self._flush_tls()  # the alert
-        self.listener.audit_tls_failure(self, exc.reason, getattr(exc, "facts", None))
+        self.listener.audit_tls_failure(self, exc.reason, exc.facts, exc.fingerprint_sha256)
         log.info("%s: TLS failed: %s", self.peer, exc.reason)
         self._closing = True
         if self.transport is not None:

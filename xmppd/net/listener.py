@@ -178,8 +178,10 @@ class C2SListener:
 
     # ------------------------------------------------------------ audit
     def _cert_fields(self, check) -> dict:
-        if check is None or check.facts is None:
+        if check is None:
             return {}
+        if check.facts is None:  # an unparsable certificate: only its fingerprint is known
+            return {"cert_fingerprint": check.fingerprint_sha256} if check.fingerprint_sha256 else {}
         f = check.facts
         return {"cert_fingerprint": f.fingerprint_sha256, "cert_serial": f.serial_hex,
                 "cert_issuer": f.issuer, "cert_subject": f.subject}
@@ -207,13 +209,16 @@ class C2SListener:
     def audit_cert_rejected(self, conn: C2SConnection, check) -> None:
         rec = {"event": "client-cert", "listener": self.name, "peer": conn.peer,
                "result": "rejected", "reason": check.reason}
+        rec.update(self._cert_fields(check))
         if check.facts is not None:
-            rec.update(self._cert_fields(check))
             rec["cert_xmpp_addrs"] = list(check.facts.xmpp_addrs)
         self.server.audit.write(rec)
 
-    def audit_tls_failure(self, conn: C2SConnection, reason: str, facts=None) -> None:
+    def audit_tls_failure(self, conn: C2SConnection, reason: str, facts=None,
+                          fingerprint: str | None = None) -> None:
         rec = {"event": "tls", "listener": self.name, "peer": conn.peer, "result": "failure", "reason": reason}
+        if facts is None and fingerprint:
+            rec["cert_fingerprint"] = fingerprint
         if facts is not None:
             rec.update({"cert_fingerprint": facts.fingerprint_sha256, "cert_serial": facts.serial_hex,
                         "cert_issuer": facts.issuer, "cert_xmpp_addrs": list(facts.xmpp_addrs)})

@@ -23,6 +23,10 @@ Client certificate policy
   certificate is reported as not ok, so EXTERNAL is not offered.
 * ``selfsigned_peer`` also accepts a self-signed leaf, but validity dates,
   EKU and signature checks still apply.
+* A leaf that OpenSSL decodes but ``cryptography`` cannot (an invalid
+  PrintableString in the subject, a bad X.509 version...) can be judged by
+  nothing else here and yields no identity: ``unparsable-certificate``, before
+  any other reason (a self-signed one needs no CA, so anyone can send it).
 * The leaf's extendedKeyUsage is checked here too (not only through OpenSSL's
   purpose check): present without clientAuth or anyExtendedKeyUsage →
   ``eku-not-client-auth``.
@@ -64,6 +68,7 @@ could come back; XMPP sessions are long-lived, so a full handshake costs little.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 import threading
@@ -82,7 +87,7 @@ from xmppd_auth.base import CertFacts
 if TYPE_CHECKING:
     from xmppd.tls.engine import TLSEngine
 
-__all__ = ["ALPN_XMPP_CLIENT", "ALPNRefused", "CertCheck", "ServerTLS", "TLSConfigError", "VERIFY_MODES",
+__all__ = ["ALPN_XMPP_CLIENT", "ALPNRefused", "CertCheck", "UNPARSABLE", "der_fingerprint", "ServerTLS", "TLSConfigError", "VERIFY_MODES",
            "VERIFY_REASONS"]
 
 log = logging.getLogger(__name__)
@@ -121,6 +126,9 @@ _V_ERR_UNABLE_TO_GET_CRL = 3
 _V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
 _V_ERR_INVALID_PURPOSE = 26
 
+#: reason code of a client certificate that cryptography cannot parse
+UNPARSABLE = "unparsable-certificate"
+
 #: X509 verify error number → stable reason code. Unlisted errors → "invalid-chain".
 VERIFY_REASONS: dict[int, str] = {
     2: "unknown-ca",  # UNABLE_TO_GET_ISSUER_CERT
@@ -158,14 +166,23 @@ class CertCheck:
     """Outcome of client-certificate verification for one connection.
 
     ``facts`` is set whenever a certificate was presented, even when it was
-    rejected, so the audit log can record its fingerprint. Only ``ok`` facts
-    may be used for authentication.
+    rejected, so the audit log can record its fingerprint — except for a
+    certificate that cannot be parsed (``reason == "unparsable-certificate"``):
+    then only ``fingerprint_sha256`` is known. Only ``ok`` facts may be used
+    for authentication.
     """
 
     presented: bool
     ok: bool
     reason: str | None
     facts: CertFacts | None
+    #: hex SHA-256 of the DER when ``facts`` could not be extracted
+    fingerprint_sha256: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The presented certificate's fingerprint, whether or not it parsed."""
+        return self.facts.fingerprint_sha256 if self.facts is not None else self.fingerprint_sha256
 
 
 #: the outcome for a connection without a client certificate
@@ -175,7 +192,7 @@ NO_CERT = CertCheck(presented=False, ok=False, reason="no-cert", facts=None)
 class _VerifyState:
     """Per-connection verification outcome (the Connection's app data)."""
 
-    __slots__ = ("reason", "leaf_checked", "self_signed", "leaf")
+    __slots__ = ("reason", "leaf_checked", "self_signed", "leaf", "leaf_cert")
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -185,6 +202,8 @@ class _VerifyState:
         #: can still report the fingerprint (OpenSSL drops the peer cert then);
         #: released by the engine once the handshake completes
         self.leaf: crypto.X509 | None = None
+        #: ``leaf`` parsed by cryptography (None: not seen yet, or unparsable); released with it
+        self.leaf_cert: x509.Certificate | None = None
 
 
 class _Policy:
@@ -220,8 +239,12 @@ class _Policy:
             return False
         if depth == 0 and state.leaf is None:
             state.leaf = cert
+            state.leaf_cert = _parse(cert)
         try:
-            reason = self._judge(state, cert, errnum, depth)
+            if depth == 0 and state.leaf_cert is None:
+                reason = UNPARSABLE  # nothing about it can be checked, nor trusted
+            else:
+                reason = self._judge(state, cert, errnum, depth)
         except Exception:  # pragma: no cover - a bug here must not crash the loop
             log.exception("client certificate verification failed unexpectedly")
             reason = "invalid-chain"
@@ -238,7 +261,7 @@ class _Policy:
                 state.self_signed = True
                 if self.accept_self_signed:
                     return None
-            elif errnum == _V_ERR_INVALID_PURPOSE and depth == 0 and _has_any_eku(cert):
+            elif errnum == _V_ERR_INVALID_PURPOSE and depth == 0 and _has_any_eku(state.leaf_cert):
                 # OpenSSL's SSL-client purpose does not count anyExtendedKeyUsage;
                 # RFC 5280 §4.2.1.12 does. _check_leaf still checks the rest.
                 return None
@@ -251,13 +274,29 @@ class _Policy:
             return reason
         if depth == 0 and not state.leaf_checked:
             state.leaf_checked = True
-            return _check_leaf(cert.to_cryptography())
+            assert state.leaf_cert is not None  # verify() answers UNPARSABLE otherwise
+            return _check_leaf(state.leaf_cert)
         return None
 
 
-def _has_any_eku(cert: crypto.X509) -> bool:
+def _parse(cert: crypto.X509) -> x509.Certificate | None:
+    """``cert`` as cryptography sees it, or None when it cannot parse it."""
     try:
-        eku = cert.to_cryptography().extensions.get_extension_for_class(
+        return cert.to_cryptography()
+    except Exception:  # ValueError (ASN.1), x509.InvalidVersion...: the peer's garbage
+        return None
+
+
+def der_fingerprint(cert: crypto.X509) -> str:
+    """Hex SHA-256 of a certificate's DER (works for certificates cryptography cannot parse)."""
+    return hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)).hexdigest()
+
+
+def _has_any_eku(cert: x509.Certificate | None) -> bool:
+    if cert is None:
+        return False
+    try:
+        eku = cert.extensions.get_extension_for_class(
             x509.ExtendedKeyUsage).value
     except Exception:
         return False

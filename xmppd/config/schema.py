@@ -728,6 +728,8 @@ class C2SListener(_Section):
     idle_timeout_s: float = option(Float(0), 900.0)
     max_auth_attempts: int = option(Int(1, 20), 3)
     max_connections: int = option(Int(1), 100000)
+    #: connections one client address (IPv6: its /64) may hold before authenticating; 0 = no limit
+    max_preauth_connections_per_ip: int = option(Int(0), 100)
     allowed_auth_methods: tuple[str, ...] = option(ListOf(_AUTH_METHOD, unique=True), [])
     tls: TLSConfig = table(TLSConfig)
 

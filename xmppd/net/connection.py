@@ -34,6 +34,7 @@ from ..stream.c2s import (
 )
 from ..tls.engine import TLSFailure
 from ..xml.parser import StreamParser
+from .admission import client_key
 
 if TYPE_CHECKING:
     from .listener import C2SListener
@@ -82,7 +83,8 @@ class C2SConnection(asyncio.Protocol):
                  "cert_check", "auth_method", "_preauth", "_current_end", "_queue", "_busy", "_out",
                  "_out_len", "_input_held", "_closing", "_task", "_held_plain", "started", "last_rx",
                  "jid", "available", "priority", "last_presence", "directed", "bound", "login_cert", "sm",
-                 "_stream_ended", "attempted", "_gap", "_gap_ws", "__dict__", "__weakref__")
+                 "_stream_ended", "attempted", "_gap", "_gap_ws", "client_key", "_counted", "__dict__",
+                 "__weakref__")
 
     def __init__(self, listener: "C2SListener") -> None:
         self.listener = listener
@@ -130,6 +132,10 @@ class C2SConnection(asyncio.Protocol):
         #: ClientHello; ``_gap_ws`` counts the whitespace dropped there
         self._gap: str | None = "xml"
         self._gap_ws = 0
+        #: the client address limits count by (listener.client_key); ``_counted`` while
+        #: this connection holds one of its max_preauth_connections_per_ip places
+        self.client_key = "?"
+        self._counted = False
 
     def __repr__(self) -> str:
         return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
@@ -139,10 +145,27 @@ class C2SConnection(asyncio.Protocol):
         # duck-typed: uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if peer:
+            self.client_key = client_key(peer[0])
+            host = _display_host(peer[0])
+            self.peer = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        if not self.listener.admit(self.client_key):
+            self._refuse_preauth()
+            return
+        self._counted = True
         self.listener.connections.add(self)
         if self.listener.c2s_settings.direct_tls:
             self.tls = self.listener.tls.new_engine()
+
+    def _refuse_preauth(self) -> None:
+        """Over max_preauth_connections_per_ip (counted by the listener's refusal log)."""
+        if self.listener.c2s_settings.direct_tls:
+            self._closing = True  # no TLS for it: a stream error would cost a handshake
+            self.transport.close()
+            return
+        self._perform(self.machine.stream_error(
+            StreamErrorCondition.POLICY_VIOLATION,
+            "too many connections from your address are still negotiating; try again later"))
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -180,6 +203,7 @@ class C2SConnection(asyncio.Protocol):
         self._closing = True
         self._out = None
         self.listener.connections.discard(self)
+        self._leave_preauth()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.transport = None
@@ -189,6 +213,11 @@ class C2SConnection(asyncio.Protocol):
         if not self._stream_ended and sm is not None and sm.detach(self):
             return  # XEP-0198: the session waits for a resumption
         self._end_session()
+
+    def _leave_preauth(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.listener.authenticated_or_gone(self.client_key)
 
     def _end_session(self) -> None:
         """The session is over (connection gone for good, or resumption window over)."""
@@ -508,6 +537,7 @@ class C2SConnection(asyncio.Protocol):
         if a.ok and a.mechanism == "EXTERNAL":
             self.login_cert = self.cert_check.facts
         if a.ok:
+            self._leave_preauth()
             if a.strategy == "auth_id":
                 log.warning("%s logged in as %s@%s via the auth_id rule: the certificate has no "
                             "xmppAddr and the client chose its own identity", self.peer, a.username, a.domain)
@@ -587,6 +617,13 @@ class C2SConnection(asyncio.Protocol):
                                                     "no data received for too long"))
         elif self.bound and self.parser is not None and now - self.last_rx > PARSER_IDLE_RELEASE_S:
             self.parser.release_idle()
+
+
+def _display_host(host: str) -> str:
+    """A peer address for logs: IPv4-mapped IPv6 (dual-stack sockets) shown as IPv4."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def _stream_id() -> str:

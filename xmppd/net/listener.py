@@ -1,9 +1,16 @@
-"""A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep."""
+"""A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep.
+
+Admission: ``max_connections`` bounds the listener, ``max_preauth_connections_per_ip``
+the connections one client address (an IPv6 /64) may hold before authenticating.
+Refusals are not logged one by one (a flood would flood the log): the first one of an
+interval is logged at once, the rest as one summary line per REFUSAL_LOG_INTERVAL_S.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -15,6 +22,7 @@ from ..sasl import ExternalPolicy, create_mechanism
 from ..stream.c2s import AuthFinished, C2SSettings, SaslOffer
 from ..tls.context import CertCheck, ServerTLS
 from ..tls.ocsp import OCSPChecker
+from .admission import RefusalLog
 from .connection import C2SConnection
 
 if TYPE_CHECKING:
@@ -72,6 +80,9 @@ class C2SListener:
             cn_prefix=auth.sasl_external_common_name.prefix,
             cn_suffix=auth.sasl_external_common_name.suffix)
         self.connections: set[C2SConnection] = set()
+        #: client_key → connections from there that have not authenticated yet
+        self.preauth_by_client: dict[str, int] = {}
+        self.refusals = RefusalLog(self.name)
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
         self.port: int | None = None
@@ -83,15 +94,34 @@ class C2SListener:
             self._accept, host=self.config.ip_address, port=self.config.port,
             backlog=self.config.backlog, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.name = f"c2s:{self.port}"
+        self.name = self.refusals.name = f"c2s:{self.port}"
         self._sweeper = asyncio.create_task(self._sweep())
         log.info("listening on %s:%s (%s)", self.config.ip_address, self.port, self.config.tls.mode)
 
     def _accept(self) -> asyncio.Protocol:
         if len(self.connections) >= self.config.max_connections:
-            log.warning("%s: max_connections (%d) reached, refusing", self.name, self.config.max_connections)
+            self.refusals.refused(f"max_connections ({self.config.max_connections})", None, time.monotonic())
             return _Refuse()
         return C2SConnection(self)
+
+    def admit(self, key: str) -> bool:
+        """A new connection from ``key`` (:func:`client_key`) before authentication:
+        counted, or refused (False) over ``max_preauth_connections_per_ip``."""
+        limit = self.config.max_preauth_connections_per_ip
+        held = self.preauth_by_client.get(key, 0)
+        if limit and held >= limit:
+            self.refusals.refused(f"max_preauth_connections_per_ip ({limit})", key, time.monotonic())
+            return False
+        self.preauth_by_client[key] = held + 1
+        return True
+
+    def authenticated_or_gone(self, key: str) -> None:
+        """A connection counted by :meth:`admit` authenticated or closed."""
+        held = self.preauth_by_client.get(key, 0) - 1
+        if held > 0:
+            self.preauth_by_client[key] = held
+        else:
+            self.preauth_by_client.pop(key, None)
 
     async def stop(self, text: str = "server shutting down") -> None:
         from ..errors import StreamErrorCondition
@@ -99,6 +129,7 @@ class C2SListener:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.refusals.flush(time.monotonic())
         for conn in list(self.connections):
             conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN, text)
         if self._server is not None:
@@ -117,6 +148,7 @@ class C2SListener:
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
+            self.refusals.flush(now, due_only=True)
 
     def established(self, conn: C2SConnection) -> None:
         """A session was bound on this listener."""

@@ -719,7 +719,7 @@ class C2SListener(_Section):
     """One ``[[listen.c2s]]`` table."""
 
     port: int = option(Int(0, 65535), REQUIRED)
-    ip_address: str = option(Str(check=check_ip), "0.0.0.0")
+    ip_address: str = option(Str(check=check_ip), "::")  # dual-stack: IPv6 and IPv4
     backlog: int = option(Int(1), 1024)
     max_stanza_bytes: int = option(Int(4096), 262144)
     max_stanza_bytes_preauth: int = option(Int(1024), 16384)

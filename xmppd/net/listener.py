@@ -1,5 +1,10 @@
 """A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep.
 
+Addresses: ``ip_address = "::"`` (the default) is one dual-stack socket — every IPv6
+and IPv4 address on one port (IPv4 clients appear as ``::ffff:a.b.c.d``, shown and
+counted as IPv4); on a host without IPv6 it falls back to ``0.0.0.0``.  Any other
+address binds exactly that address (``0.0.0.0``: IPv4 only, ``::1``: IPv6 loopback).
+
 Admission: ``max_connections`` bounds the listener, ``max_preauth_connections_per_ip``
 the connections one client address (an IPv6 /64) may hold before authenticating.
 Refusals are not logged one by one (a flood would flood the log): the first one of an
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -90,13 +96,16 @@ class C2SListener:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._accept, host=self.config.ip_address, port=self.config.port,
-            backlog=self.config.backlog, reuse_address=True)
+        sock, shown = listening_socket(self.config.ip_address, self.config.port)
+        try:
+            self._server = await loop.create_server(self._accept, sock=sock, backlog=self.config.backlog)
+        except BaseException:
+            sock.close()
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         self.name = self.refusals.name = f"c2s:{self.port}"
         self._sweeper = asyncio.create_task(self._sweep())
-        log.info("listening on %s:%s (%s)", self.config.ip_address, self.port, self.config.tls.mode)
+        log.info("listening on %s port %s (%s)", shown, self.port, self.config.tls.mode)
 
     def _accept(self) -> asyncio.Protocol:
         if len(self.connections) >= self.config.max_connections:
@@ -255,6 +264,40 @@ class C2SListener:
             rec.update({"cert_fingerprint": facts.fingerprint_sha256, "cert_serial": facts.serial_hex,
                         "cert_issuer": facts.issuer, "cert_xmpp_addrs": list(facts.xmpp_addrs)})
         self.server.audit.write(rec)
+
+
+def listening_socket(host: str, port: int) -> tuple[socket.socket, str]:
+    """A bound, non-blocking TCP socket for ``host`` (an IP literal) and how to name it in logs.
+
+    ``"::"`` is made dual-stack (IPV6_V6ONLY off: asyncio's create_server would set it
+    on, leaving IPv4 clients out), falling back to ``0.0.0.0`` where IPv6 is missing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        if host != "::":
+            raise
+        log.info("no IPv6 on this host: listening on 0.0.0.0 instead of [::]")
+        host, family, shown = "0.0.0.0", socket.AF_INET, "0.0.0.0"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and not _WINDOWS:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            dual = host == "::"
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+            if dual:
+                shown = "[::] (IPv6 and IPv4)"
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, shown
+
+
+_WINDOWS = sys.platform == "win32"
 
 
 class _Refuse(asyncio.Protocol):

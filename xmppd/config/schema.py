@@ -719,7 +719,7 @@ class C2SListener(_Section):
     """One ``[[listen.c2s]]`` table."""
 
     port: int = option(Int(0, 65535), REQUIRED)
-    ip_address: str = option(Str(check=check_ip), "0.0.0.0")
+    ip_address: str = option(Str(check=check_ip), "::")  # dual-stack: IPv6 and IPv4
     backlog: int = option(Int(1), 1024)
     max_stanza_bytes: int = option(Int(4096), 262144)
     max_stanza_bytes_preauth: int = option(Int(1024), 16384)
@@ -728,6 +728,8 @@ class C2SListener(_Section):
     idle_timeout_s: float = option(Float(0), 900.0)
     max_auth_attempts: int = option(Int(1, 20), 3)
     max_connections: int = option(Int(1), 100000)
+    #: connections one client address (IPv6: its /64) may hold before authenticating; 0 = no limit
+    max_preauth_connections_per_ip: int = option(Int(0), 100)
     allowed_auth_methods: tuple[str, ...] = option(ListOf(_AUTH_METHOD, unique=True), [])
     tls: TLSConfig = table(TLSConfig)
 

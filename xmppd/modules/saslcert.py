@@ -204,10 +204,14 @@ class SaslCert(Module):
             return iq_error(req, StanzaErrorCondition.NOT_ACCEPTABLE, "certificate too large")
         try:
             der = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            return iq_error(req, StanzaErrorCondition.BAD_REQUEST, "<x509cert/> is not base64")
+        try:
             facts = cert_facts(x509.load_der_x509_certificate(der))
-        except (binascii.Error, ValueError) as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # ASN.1 errors, a version other than v1..v3
             return iq_error(req, StanzaErrorCondition.BAD_REQUEST,
-                            f"<x509cert/> is not a base64 DER X.509 certificate: {exc}")
+                            f"unparsable-certificate: <x509cert/> is not a DER X.509 certificate "
+                            f"({str(exc)[:200]})")
         if not await self._may_manage(session):
             return iq_error(req, StanzaErrorCondition.FORBIDDEN,
                             "this session's certificate was registered with no-cert-management")

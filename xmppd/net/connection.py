@@ -34,12 +34,13 @@ from ..stream.c2s import (
 )
 from ..tls.engine import TLSFailure
 from ..xml.parser import StreamParser
+from .admission import client_key
 
 if TYPE_CHECKING:
     from .listener import C2SListener
 
 __all__ = ["C2SConnection", "MAX_PREAUTH_BUFFER", "MAX_SEND_BUFFER", "AUTH_BACKEND_TIMEOUT_S",
-           "OUTPUT_COALESCE_BYTES"]
+           "OUTPUT_COALESCE_BYTES", "MAX_WHITESPACE_BEFORE_RESTART"]
 
 log = logging.getLogger("xmppd.c2s")
 
@@ -57,6 +58,13 @@ AUTH_BACKEND_TIMEOUT_S = 65.0
 CLOSE_GRACE_S = 5.0
 #: resources one account may bind at once
 MAX_RESOURCES_PER_ACCOUNT = 64
+#: whitespace accepted (and dropped) before a stream header and, after <proceed/>, before the
+#: TLS ClientHello.  Whitespace between top-level elements is legal XML, and clients send it
+#: right after the element that restarts the stream (go-xmpp: "<starttls/>\n", "</auth>\n"),
+#: but it belongs to no stream: the next stream starts with its XML declaration, which may not
+#: be preceded by anything (XML 1.0 §2.8), and TLS records never start with whitespace.
+MAX_WHITESPACE_BEFORE_RESTART = 4096
+_WS = b" \t\r\n"
 #: a bound session that received nothing for this long drops its XML parser's expat state
 #: between stanzas (~15 KiB); the next data rebuilds it (~7 us). Checked by the listener sweep.
 PARSER_IDLE_RELEASE_S = 1.0
@@ -75,7 +83,8 @@ class C2SConnection(asyncio.Protocol):
                  "cert_check", "auth_method", "_preauth", "_current_end", "_queue", "_busy", "_out",
                  "_out_len", "_input_held", "_closing", "_task", "_held_plain", "started", "last_rx",
                  "jid", "available", "priority", "last_presence", "directed", "bound", "login_cert", "sm",
-                 "_stream_ended", "attempted", "__dict__", "__weakref__")
+                 "_stream_ended", "attempted", "_gap", "_gap_ws", "client_key", "_counted", "__dict__",
+                 "__weakref__")
 
     def __init__(self, listener: "C2SListener") -> None:
         self.listener = listener
@@ -118,6 +127,15 @@ class C2SConnection(asyncio.Protocol):
         self._stream_ended = False
         #: the account the current SASL exchange is for (audit of failures)
         self.attempted: str | None = None
+        #: between two streams (see MAX_WHITESPACE_BEFORE_RESTART): None = inside a stream or a
+        #: TLS session, "xml" = before a stream header, "tls" = after <proceed/>, before the
+        #: ClientHello; ``_gap_ws`` counts the whitespace dropped there
+        self._gap: str | None = "xml"
+        self._gap_ws = 0
+        #: the client address limits count by (listener.client_key); ``_counted`` while
+        #: this connection holds one of its max_preauth_connections_per_ip places
+        self.client_key = "?"
+        self._counted = False
 
     def __repr__(self) -> str:
         return f"<C2SConnection {self.peer} {self.jid or self.machine.state.value}>"
@@ -127,10 +145,27 @@ class C2SConnection(asyncio.Protocol):
         # duck-typed: uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if peer:
+            self.client_key = client_key(peer[0])
+            host = _display_host(peer[0])
+            self.peer = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        if not self.listener.admit(self.client_key):
+            self._refuse_preauth()
+            return
+        self._counted = True
         self.listener.connections.add(self)
         if self.listener.c2s_settings.direct_tls:
             self.tls = self.listener.tls.new_engine()
+
+    def _refuse_preauth(self) -> None:
+        """Over max_preauth_connections_per_ip (counted by the listener's refusal log)."""
+        if self.listener.c2s_settings.direct_tls:
+            self._closing = True  # no TLS for it: a stream error would cost a handshake
+            self.transport.close()
+            return
+        self._perform(self.machine.stream_error(
+            StreamErrorCondition.POLICY_VIOLATION,
+            "too many connections from your address are still negotiating; try again later"))
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -139,6 +174,10 @@ class C2SConnection(asyncio.Protocol):
         if self.tls is None:
             self._feed_plain(data)
             return
+        if self._gap == "tls":
+            data = self._drop_gap_whitespace(data)
+            if not data:
+                return
         try:
             self.tls.feed(data)
             plain = self.tls.read()
@@ -164,6 +203,7 @@ class C2SConnection(asyncio.Protocol):
         self._closing = True
         self._out = None
         self.listener.connections.discard(self)
+        self._leave_preauth()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.transport = None
@@ -173,6 +213,11 @@ class C2SConnection(asyncio.Protocol):
         if not self._stream_ended and sm is not None and sm.detach(self):
             return  # XEP-0198: the session waits for a resumption
         self._end_session()
+
+    def _leave_preauth(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.listener.authenticated_or_gone(self.client_key)
 
     def _end_session(self) -> None:
         """The session is over (connection gone for good, or resumption window over)."""
@@ -278,6 +323,10 @@ class C2SConnection(asyncio.Protocol):
             return
         if self.parser is None:
             return
+        if self._gap == "xml":
+            data = self._drop_gap_whitespace(data)
+            if not data:
+                return
         if not self.machine.authenticated or self.machine.state is not State.BOUND:
             self._preauth += data
             if len(self._preauth) > MAX_PREAUTH_BUFFER:
@@ -301,6 +350,23 @@ class C2SConnection(asyncio.Protocol):
                     parser.feed(b"")
                 except StreamError as exc:
                     self._perform(self.machine.stream_error(exc.condition, exc.text))
+
+    def _drop_gap_whitespace(self, data: bytes) -> bytes:
+        """Between two streams: drop leading whitespace (bounded), return what follows it.
+
+        Once anything else arrives, or MAX_WHITESPACE_BEFORE_RESTART is used up, the
+        bytes go to the next layer as they are (the TLS engine, or the new parser with
+        its own header limit)."""
+        n = len(data) - len(data.lstrip(_WS))
+        allowed = MAX_WHITESPACE_BEFORE_RESTART - self._gap_ws
+        if n > allowed:
+            self._gap = None
+            return data[allowed:]
+        self._gap_ws += n
+        if n < len(data):
+            self._gap = None
+            return data[n:]
+        return b""
 
     def _pump(self) -> None:
         while self._queue and not self._busy and not self._closing:
@@ -383,6 +449,8 @@ class C2SConnection(asyncio.Protocol):
         self._queue.clear()
         self.parser = None
         self.tls = self.listener.tls.new_engine()
+        # RFC 6120 §5.4.3.3: TLS starts right after <starttls/>; only whitespace may sit between
+        self._gap, self._gap_ws = "tls", 0
         if leftover:
             self.data_received(leftover)
 
@@ -412,7 +480,7 @@ class C2SConnection(asyncio.Protocol):
     def _tls_failed(self, exc: TLSFailure) -> None:
         self._out = None
         self._flush_tls()  # the alert
-        self.listener.audit_tls_failure(self, exc.reason, getattr(exc, "facts", None))
+        self.listener.audit_tls_failure(self, exc.reason, exc.facts, exc.fingerprint_sha256)
         log.info("%s: TLS failed: %s", self.peer, exc.reason)
         self._closing = True
         if self.transport is not None:
@@ -425,6 +493,8 @@ class C2SConnection(asyncio.Protocol):
         self._current_end = 0
         self.parser = StreamParser(max_stanza_bytes=max_stanza_bytes,
                                    max_depth=self.listener.config.max_xml_depth)
+        # RFC 6120 §4.3.3: the client's next bytes are a new stream header (whitespace dropped)
+        self._gap, self._gap_ws = "xml", 0
         if leftover:
             self._feed_plain(leftover)
 
@@ -475,6 +545,7 @@ class C2SConnection(asyncio.Protocol):
         if a.ok and a.mechanism == "EXTERNAL":
             self.login_cert = self.cert_check.facts
         if a.ok:
+            self._leave_preauth()
             if a.strategy == "auth_id":
                 log.warning("%s logged in as %s@%s via the auth_id rule: the certificate has no "
                             "xmppAddr and the client chose its own identity", self.peer, a.username, a.domain)
@@ -554,6 +625,13 @@ class C2SConnection(asyncio.Protocol):
                                                     "no data received for too long"))
         elif self.bound and self.parser is not None and now - self.last_rx > PARSER_IDLE_RELEASE_S:
             self.parser.release_idle()
+
+
+def _display_host(host: str) -> str:
+    """A peer address for logs: IPv4-mapped IPv6 (dual-stack sockets) shown as IPv4."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def _stream_id() -> str:

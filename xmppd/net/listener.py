@@ -1,9 +1,22 @@
-"""A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep."""
+"""A c2s listener: socket, TLS context, auth chain, the SASL offer, timeouts sweep.
+
+Addresses: ``ip_address = "::"`` (the default) is one dual-stack socket — every IPv6
+and IPv4 address on one port (IPv4 clients appear as ``::ffff:a.b.c.d``, shown and
+counted as IPv4); on a host without IPv6 it falls back to ``0.0.0.0``.  Any other
+address binds exactly that address (``0.0.0.0``: IPv4 only, ``::1``: IPv6 loopback).
+
+Admission: ``max_connections`` bounds the listener, ``max_preauth_connections_per_ip``
+the connections one client address (an IPv6 /64) may hold before authenticating.
+Refusals are not logged one by one (a flood would flood the log): the first one of an
+interval is logged at once, the rest as one summary line per REFUSAL_LOG_INTERVAL_S.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -15,6 +28,7 @@ from ..sasl import ExternalPolicy, create_mechanism
 from ..stream.c2s import AuthFinished, C2SSettings, SaslOffer
 from ..tls.context import CertCheck, ServerTLS
 from ..tls.ocsp import OCSPChecker
+from .admission import RefusalLog
 from .connection import C2SConnection
 
 if TYPE_CHECKING:
@@ -72,6 +86,9 @@ class C2SListener:
             cn_prefix=auth.sasl_external_common_name.prefix,
             cn_suffix=auth.sasl_external_common_name.suffix)
         self.connections: set[C2SConnection] = set()
+        #: client_key → connections from there that have not authenticated yet
+        self.preauth_by_client: dict[str, int] = {}
+        self.refusals = RefusalLog(self.name)
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
         self.port: int | None = None
@@ -79,19 +96,41 @@ class C2SListener:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._accept, host=self.config.ip_address, port=self.config.port,
-            backlog=self.config.backlog, reuse_address=True)
+        sock, shown = listening_socket(self.config.ip_address, self.config.port)
+        try:
+            self._server = await loop.create_server(self._accept, sock=sock, backlog=self.config.backlog)
+        except BaseException:
+            sock.close()
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
-        self.name = f"c2s:{self.port}"
+        self.name = self.refusals.name = f"c2s:{self.port}"
         self._sweeper = asyncio.create_task(self._sweep())
-        log.info("listening on %s:%s (%s)", self.config.ip_address, self.port, self.config.tls.mode)
+        log.info("listening on %s port %s (%s)", shown, self.port, self.config.tls.mode)
 
     def _accept(self) -> asyncio.Protocol:
         if len(self.connections) >= self.config.max_connections:
-            log.warning("%s: max_connections (%d) reached, refusing", self.name, self.config.max_connections)
+            self.refusals.refused(f"max_connections ({self.config.max_connections})", None, time.monotonic())
             return _Refuse()
         return C2SConnection(self)
+
+    def admit(self, key: str) -> bool:
+        """A new connection from ``key`` (:func:`client_key`) before authentication:
+        counted, or refused (False) over ``max_preauth_connections_per_ip``."""
+        limit = self.config.max_preauth_connections_per_ip
+        held = self.preauth_by_client.get(key, 0)
+        if limit and held >= limit:
+            self.refusals.refused(f"max_preauth_connections_per_ip ({limit})", key, time.monotonic())
+            return False
+        self.preauth_by_client[key] = held + 1
+        return True
+
+    def authenticated_or_gone(self, key: str) -> None:
+        """A connection counted by :meth:`admit` authenticated or closed."""
+        held = self.preauth_by_client.get(key, 0) - 1
+        if held > 0:
+            self.preauth_by_client[key] = held
+        else:
+            self.preauth_by_client.pop(key, None)
 
     async def stop(self, text: str = "server shutting down") -> None:
         from ..errors import StreamErrorCondition
@@ -99,6 +138,7 @@ class C2SListener:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.refusals.flush(time.monotonic())
         for conn in list(self.connections):
             conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN, text)
         if self._server is not None:
@@ -117,6 +157,7 @@ class C2SListener:
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
+            self.refusals.flush(now, due_only=True)
 
     def established(self, conn: C2SConnection) -> None:
         """A session was bound on this listener."""
@@ -178,8 +219,10 @@ class C2SListener:
 
     # ------------------------------------------------------------ audit
     def _cert_fields(self, check) -> dict:
-        if check is None or check.facts is None:
+        if check is None:
             return {}
+        if check.facts is None:  # an unparsable certificate: only its fingerprint is known
+            return {"cert_fingerprint": check.fingerprint_sha256} if check.fingerprint_sha256 else {}
         f = check.facts
         return {"cert_fingerprint": f.fingerprint_sha256, "cert_serial": f.serial_hex,
                 "cert_issuer": f.issuer, "cert_subject": f.subject}
@@ -207,17 +250,54 @@ class C2SListener:
     def audit_cert_rejected(self, conn: C2SConnection, check) -> None:
         rec = {"event": "client-cert", "listener": self.name, "peer": conn.peer,
                "result": "rejected", "reason": check.reason}
+        rec.update(self._cert_fields(check))
         if check.facts is not None:
-            rec.update(self._cert_fields(check))
             rec["cert_xmpp_addrs"] = list(check.facts.xmpp_addrs)
         self.server.audit.write(rec)
 
-    def audit_tls_failure(self, conn: C2SConnection, reason: str, facts=None) -> None:
+    def audit_tls_failure(self, conn: C2SConnection, reason: str, facts=None,
+                          fingerprint: str | None = None) -> None:
         rec = {"event": "tls", "listener": self.name, "peer": conn.peer, "result": "failure", "reason": reason}
+        if facts is None and fingerprint:
+            rec["cert_fingerprint"] = fingerprint
         if facts is not None:
             rec.update({"cert_fingerprint": facts.fingerprint_sha256, "cert_serial": facts.serial_hex,
                         "cert_issuer": facts.issuer, "cert_xmpp_addrs": list(facts.xmpp_addrs)})
         self.server.audit.write(rec)
+
+
+def listening_socket(host: str, port: int) -> tuple[socket.socket, str]:
+    """A bound, non-blocking TCP socket for ``host`` (an IP literal) and how to name it in logs.
+
+    ``"::"`` is made dual-stack (IPV6_V6ONLY off: asyncio's create_server would set it
+    on, leaving IPv4 clients out), falling back to ``0.0.0.0`` where IPv6 is missing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        if host != "::":
+            raise
+        log.info("no IPv6 on this host: listening on 0.0.0.0 instead of [::]")
+        host, family, shown = "0.0.0.0", socket.AF_INET, "0.0.0.0"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and not _WINDOWS:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            dual = host == "::"
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+            if dual:
+                shown = "[::] (IPv6 and IPv4)"
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, shown
+
+
+_WINDOWS = sys.platform == "win32"
 
 
 class _Refuse(asyncio.Protocol):

@@ -23,6 +23,10 @@ Client certificate policy
   certificate is reported as not ok, so EXTERNAL is not offered.
 * ``selfsigned_peer`` also accepts a self-signed leaf, but validity dates,
   EKU and signature checks still apply.
+* A leaf that OpenSSL decodes but ``cryptography`` cannot (an invalid
+  PrintableString in the subject, a bad X.509 version...) can be judged by
+  nothing else here and yields no identity: ``unparsable-certificate``, before
+  any other reason (a self-signed one needs no CA, so anyone can send it).
 * The leaf's extendedKeyUsage is checked here too (not only through OpenSSL's
   purpose check): present without clientAuth or anyExtendedKeyUsage →
   ``eku-not-client-auth``.
@@ -47,6 +51,15 @@ CRL files must parse and be signed by a CA from ``cacertfile``; otherwise
 :meth:`ServerTLS.revocation_reason` answers from the new CRLs for certificates
 already in use (the server closes live sessions with it).
 
+ALPN (RFC 7301, XEP-0368 §3)
+----------------------------
+A client offering ``xmpp-client`` gets it selected; one offering no ALPN at all
+is served as before.  A client offering ALPN protocols that are all someone
+else's (``h2``, ``http/1.1``, ``xmpp-server``...) is refused with the fatal
+``no_application_protocol`` alert (RFC 7301 §3.2 "SHALL"; it also keeps an
+HTTPS client that a cross-protocol attack sent here from talking to us): the
+engine reports ``TLSFailure("alpn-mismatch")``.
+
 Resumption is disabled (no session cache, no tickets): a resumed session would
 skip the verify callback, so a certificate revoked after a :meth:`reload`
 could come back; XMPP sessions are long-lived, so a full handshake costs little.
@@ -55,6 +68,7 @@ could come back; XMPP sessions are long-lived, so a full handshake costs little.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 import threading
@@ -73,7 +87,8 @@ from xmppd_auth.base import CertFacts
 if TYPE_CHECKING:
     from xmppd.tls.engine import TLSEngine
 
-__all__ = ["CertCheck", "ServerTLS", "TLSConfigError", "VERIFY_MODES", "VERIFY_REASONS"]
+__all__ = ["ALPN_XMPP_CLIENT", "ALPNRefused", "CertCheck", "UNPARSABLE", "der_fingerprint", "ServerTLS", "TLSConfigError", "VERIFY_MODES",
+           "VERIFY_REASONS"]
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +106,28 @@ DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
 #: maximum certificate chain depth accepted from a client
 VERIFY_DEPTH = 8
 
+#: XEP-0368 §3: the ALPN protocol id of client-to-server XMPP (IANA registry, RFC 7301)
+ALPN_XMPP_CLIENT = b"xmpp-client"
+
+
+class ALPNRefused(SSL.Error):
+    """Raised by the ALPN callback when the client offers none of our protocols.
+
+    pyOpenSSL turns an exception in the callback into a fatal
+    ``no_application_protocol`` alert and re-raises it from ``do_handshake``.
+    Its args have the shape of an OpenSSL error queue (library, function, reason)."""
+
+    def __init__(self, offered: Sequence[bytes]) -> None:
+        names = ", ".join(p.decode("ascii", "replace")[:64] for p in offered[:8]) or "(none)"
+        super().__init__([("xmppd", "alpn", f"no application protocol in common (client offered {names})")])
+
 # OpenSSL X509_V_ERR_* numbers (stable ABI values from x509_vfy.h).
 _V_ERR_UNABLE_TO_GET_CRL = 3
 _V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
 _V_ERR_INVALID_PURPOSE = 26
+
+#: reason code of a client certificate that cryptography cannot parse
+UNPARSABLE = "unparsable-certificate"
 
 #: X509 verify error number → stable reason code. Unlisted errors → "invalid-chain".
 VERIFY_REASONS: dict[int, str] = {
@@ -133,14 +166,23 @@ class CertCheck:
     """Outcome of client-certificate verification for one connection.
 
     ``facts`` is set whenever a certificate was presented, even when it was
-    rejected, so the audit log can record its fingerprint. Only ``ok`` facts
-    may be used for authentication.
+    rejected, so the audit log can record its fingerprint — except for a
+    certificate that cannot be parsed (``reason == "unparsable-certificate"``):
+    then only ``fingerprint_sha256`` is known. Only ``ok`` facts may be used
+    for authentication.
     """
 
     presented: bool
     ok: bool
     reason: str | None
     facts: CertFacts | None
+    #: hex SHA-256 of the DER when ``facts`` could not be extracted
+    fingerprint_sha256: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The presented certificate's fingerprint, whether or not it parsed."""
+        return self.facts.fingerprint_sha256 if self.facts is not None else self.fingerprint_sha256
 
 
 #: the outcome for a connection without a client certificate
@@ -150,7 +192,7 @@ NO_CERT = CertCheck(presented=False, ok=False, reason="no-cert", facts=None)
 class _VerifyState:
     """Per-connection verification outcome (the Connection's app data)."""
 
-    __slots__ = ("reason", "leaf_checked", "self_signed", "leaf")
+    __slots__ = ("reason", "leaf_checked", "self_signed", "leaf", "leaf_cert")
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -160,6 +202,8 @@ class _VerifyState:
         #: can still report the fingerprint (OpenSSL drops the peer cert then);
         #: released by the engine once the handshake completes
         self.leaf: crypto.X509 | None = None
+        #: ``leaf`` parsed by cryptography (None: not seen yet, or unparsable); released with it
+        self.leaf_cert: x509.Certificate | None = None
 
 
 class _Policy:
@@ -195,8 +239,12 @@ class _Policy:
             return False
         if depth == 0 and state.leaf is None:
             state.leaf = cert
+            state.leaf_cert = _parse(cert)
         try:
-            reason = self._judge(state, cert, errnum, depth)
+            if depth == 0 and state.leaf_cert is None:
+                reason = UNPARSABLE  # nothing about it can be checked, nor trusted
+            else:
+                reason = self._judge(state, cert, errnum, depth)
         except Exception:  # pragma: no cover - a bug here must not crash the loop
             log.exception("client certificate verification failed unexpectedly")
             reason = "invalid-chain"
@@ -213,7 +261,7 @@ class _Policy:
                 state.self_signed = True
                 if self.accept_self_signed:
                     return None
-            elif errnum == _V_ERR_INVALID_PURPOSE and depth == 0 and _has_any_eku(cert):
+            elif errnum == _V_ERR_INVALID_PURPOSE and depth == 0 and _has_any_eku(state.leaf_cert):
                 # OpenSSL's SSL-client purpose does not count anyExtendedKeyUsage;
                 # RFC 5280 §4.2.1.12 does. _check_leaf still checks the rest.
                 return None
@@ -226,13 +274,29 @@ class _Policy:
             return reason
         if depth == 0 and not state.leaf_checked:
             state.leaf_checked = True
-            return _check_leaf(cert.to_cryptography())
+            assert state.leaf_cert is not None  # verify() answers UNPARSABLE otherwise
+            return _check_leaf(state.leaf_cert)
         return None
 
 
-def _has_any_eku(cert: crypto.X509) -> bool:
+def _parse(cert: crypto.X509) -> x509.Certificate | None:
+    """``cert`` as cryptography sees it, or None when it cannot parse it."""
     try:
-        eku = cert.to_cryptography().extensions.get_extension_for_class(
+        return cert.to_cryptography()
+    except Exception:  # ValueError (ASN.1), x509.InvalidVersion...: the peer's garbage
+        return None
+
+
+def der_fingerprint(cert: crypto.X509) -> str:
+    """Hex SHA-256 of a certificate's DER (works for certificates cryptography cannot parse)."""
+    return hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)).hexdigest()
+
+
+def _has_any_eku(cert: x509.Certificate | None) -> bool:
+    if cert is None:
+        return False
+    try:
+        eku = cert.extensions.get_extension_for_class(
             x509.ExtendedKeyUsage).value
     except Exception:
         return False
@@ -366,6 +430,7 @@ class ServerTLS:
         versions: Sequence[str] = ("tlsv1.2", "tlsv1.3"),
         ciphers: str | None = None,
         key_password: str | None = None,
+        alpn_protocols: Sequence[bytes] = (ALPN_XMPP_CLIENT,),
     ) -> None:
         if verify_mode not in VERIFY_MODES:
             raise TLSConfigError(
@@ -379,6 +444,8 @@ class ServerTLS:
         self.versions = tuple(versions)
         self.ciphers = ciphers
         self._key_password = key_password
+        #: ALPN protocols we speak, in our order of preference (empty: ALPN is ignored)
+        self.alpn_protocols = tuple(alpn_protocols)
         self._min_version, self._max_version = self._parse_versions(self.versions)
         self.requests_client_cert = bool(cacertfile) and verify_mode != "none"
         self._lock = threading.Lock()
@@ -472,6 +539,8 @@ class ServerTLS:
         )
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        if self.alpn_protocols:
+            ctx.set_alpn_select_callback(_alpn_selector(self.alpn_protocols))
         try:
             ctx.set_cipher_list((self.ciphers or DEFAULT_CIPHERS).encode("ascii"))
         except (SSL.Error, UnicodeEncodeError):
@@ -572,6 +641,16 @@ class ServerTLS:
                                  f"{_openssl_reason(exc)}") from None
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, policy.verify)
         ctx.set_verify_depth(VERIFY_DEPTH)
+
+
+def _alpn_selector(ours: tuple[bytes, ...]):
+    def select(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        for protocol in ours:  # server preference (RFC 7301 §3.2 leaves the choice to us)
+            if protocol in offered:
+                return protocol
+        raise ALPNRefused(offered)  # → fatal no_application_protocol alert
+
+    return select
 
 
 def _openssl_reason(exc: SSL.Error) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from OpenSSL import SSL
 
 from xmppd_auth.base import CertFacts
-from xmppd.tls.context import NO_CERT, CertCheck, _Policy, _VerifyState
+from xmppd.tls.context import NO_CERT, UNPARSABLE, CertCheck, _Policy, _VerifyState, der_fingerprint
 from xmppd.tls.identity import cert_facts
 
 __all__ = ["TLSEngine", "TLSFailure", "TLS_EXPORTER_LABEL"]
@@ -37,6 +37,7 @@ _BIO_CHUNK = 17 * 1024
 
 #: substrings of OpenSSL reason strings → stable failure codes (first match wins)
 _FAILURE_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("no application protocol", "alpn-mismatch"),
     ("no renegotiation", "renegotiation-refused"),
     ("renegotiat", "renegotiation-refused"),
     ("unsupported protocol", "protocol-version"),
@@ -65,19 +66,22 @@ class TLSFailure(Exception):
     Handshake codes: the client-certificate codes of :class:`CertCheck`
     (``unknown-ca``, ``expired``, ``revoked``...) when verification aborted
     the handshake, else ``protocol-version``, ``no-shared-cipher``,
-    ``not-tls``, ``bad-certificate``, ``renegotiation-refused`` or
+    ``not-tls``, ``bad-certificate``, ``renegotiation-refused``,
+    ``alpn-mismatch`` (ALPN offered, but not ``xmpp-client``) or
     ``handshake-failure``. After the handshake: ``protocol-error``;
     :meth:`TLSEngine.write` after close: ``closed``. ``detail`` holds the
     OpenSSL text for logs (never key material).
     """
 
     def __init__(self, reason: str, detail: str | None = None,
-                 facts: CertFacts | None = None) -> None:
+                 facts: CertFacts | None = None, fingerprint_sha256: str | None = None) -> None:
         super().__init__(reason if detail is None else f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         #: the rejected client certificate, when verification aborted the handshake
         self.facts = facts
+        #: its fingerprint (also when it could not be parsed into ``facts``)
+        self.fingerprint_sha256 = facts.fingerprint_sha256 if facts is not None else fingerprint_sha256
 
 
 def _detail(exc: Exception) -> str:
@@ -149,7 +153,7 @@ class TLSEngine:
                 raise self._fail(exc, during_handshake=True) from None
             self.handshake_done = True
             if self._state is not None:
-                self._state.leaf = None
+                self._state.leaf = self._state.leaf_cert = None
             pending, self._pending = self._pending, None
             if pending:
                 self._send(b"".join(pending))
@@ -232,6 +236,14 @@ class TLSEngine:
         return self._conn.get_protocol_version_name()
 
     @property
+    def alpn_protocol(self) -> str | None:
+        """The ALPN protocol selected in the handshake (``"xmpp-client"``), or None."""
+        if not self.handshake_done or self._conn is None:
+            return None
+        selected = self._conn.get_alpn_proto_negotiated()
+        return selected.decode("ascii") if selected else None
+
+    @property
     def cipher(self) -> str | None:
         if not self.handshake_done or self._conn is None:
             return None
@@ -249,12 +261,17 @@ class TLSEngine:
         if not self.handshake_done:
             if self._failure is not None and self._state.reason is not None:
                 return CertCheck(presented=True, ok=False, reason=self._state.reason,
-                                 facts=self._failure.facts)
+                                 facts=self._failure.facts,
+                                 fingerprint_sha256=self._failure.fingerprint_sha256)
             return NO_CERT
-        cert = self._conn.get_peer_certificate(as_cryptography=True)
-        if cert is None:
+        peer = self._conn.get_peer_certificate()
+        if peer is None:
             return NO_CERT
-        facts = cert_facts(cert)
+        try:
+            facts = cert_facts(peer.to_cryptography())
+        except Exception:  # OpenSSL took it, cryptography cannot: no identity in it
+            return CertCheck(presented=True, ok=False, reason=UNPARSABLE, facts=None,
+                             fingerprint_sha256=der_fingerprint(peer))
         state = self._state
         if state.reason is not None:
             return CertCheck(presented=True, ok=False, reason=state.reason, facts=facts)
@@ -297,23 +314,27 @@ class TLSEngine:
     def _make_failure(self, exc: Exception, *, during_handshake: bool) -> TLSFailure:
         detail = _detail(exc)
         facts = None
+        fingerprint = None
         if during_handshake:
             state = self._state
             reason = state.reason if state is not None else None
             if reason is None:
                 reason = _classify(detail, "handshake-failure")
             elif state is not None and state.leaf is not None:
-                try:
-                    facts = cert_facts(state.leaf.to_cryptography())
-                except Exception:  # pragma: no cover - facts are best effort here
-                    facts = None
+                if state.leaf_cert is not None:
+                    try:
+                        facts = cert_facts(state.leaf_cert)
+                    except Exception:  # pragma: no cover - facts are best effort here
+                        facts = None
+                if facts is None:
+                    fingerprint = der_fingerprint(state.leaf)
             if state is not None:
-                state.leaf = None
+                state.leaf = state.leaf_cert = None
         else:
             reason = _classify(detail, "protocol-error")
             if reason not in ("renegotiation-refused",):
                 reason = "protocol-error"
-        return TLSFailure(reason, detail, facts)
+        return TLSFailure(reason, detail, facts, fingerprint)
 
     def _fail(self, exc: Exception, *, during_handshake: bool) -> TLSFailure:
         self._failure = self._make_failure(exc, during_handshake=during_handshake)

@@ -49,7 +49,7 @@ def test_empty_config_is_valid_and_has_no_listeners():
 
 def test_listener_defaults(minimal):
     listener = parse_config(minimal).listeners[0]
-    assert listener.ip_address == "0.0.0.0"
+    assert listener.ip_address == "::"  # dual-stack
     assert listener.backlog == 1024
     assert listener.max_stanza_bytes == 262144
     assert listener.max_stanza_bytes_preauth == 16384

@@ -23,6 +23,7 @@ from .router import Router
 from .sessions import SessionRegistry
 from .storage.accounts import Accounts
 from .storage.engine import create_engine, create_schema
+from .storage.files import warn_if_open
 
 __all__ = ["Server"]
 
@@ -52,7 +53,8 @@ class Server:
         self.auth_chain = AuthChain(methods)
         a = config.audit
         self.audit = AuditLog(a.file if a.enabled else None, max_bytes=a.max_bytes, keep=a.keep,
-                              retention_days=a.retention_days)
+                              retention_days=a.retention_days, hosts=config.general.hosts)
+        warn_if_open(config.general.data_dir)  # created 0700 by storage/audit when they need it
         #: the stream-management module, when loaded (it sets itself here in setup())
         self.sm = None
         self.modules: list[Module] = [cls(self, opts) for cls, opts in enabled_modules(config)]

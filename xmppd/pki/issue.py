@@ -463,7 +463,9 @@ def ensure_dev_pki(certs_dir: Path, domains: Sequence[str]) -> DevPKI:
     An existing CA is kept (clients may have imported it already).
     """
     certs_dir = Path(certs_dir)
-    certs_dir.mkdir(parents=True, exist_ok=True)
+    if not certs_dir.exists():  # it holds ca.key and, under clients/, users' keys
+        from xmppd.storage.files import private_dir
+        private_dir(certs_dir)
     pki = DevPKI(
         ca_cert=certs_dir / "ca.pem",
         ca_key=certs_dir / "ca.key",

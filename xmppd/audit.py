@@ -247,6 +247,14 @@ REASONS: dict[str, tuple[str, str]] = {
     "self-signed": ("the client certificate is self-signed and tls.verify_mode is not selfsigned_peer",
                     "use a CA-issued certificate, or set tls.verify_mode = \"selfsigned_peer\""),
     "revoked": ("the client certificate is revoked (CRL or OCSP)", "issue a new certificate"),
+    "crl-expired": ("the CRL of the certificate's CA is past its nextUpdate: revocation cannot be checked, "
+                    "so every certificate of that CA is refused",
+                    "re-sign it (`xmppd certs crl --dir DIR`; a server holding DIR/ca.key does it itself) "
+                    "or fetch a fresh one from the CA; the server re-reads it when it changes"),
+    "revocation-unknown": ("no usable CRL for the certificate's CA is configured (tls.crl_files)",
+                           "add the CA's CRL to tls.crl_files"),
+    "account-removed": ("the account was removed (`xmppd user remove`); its live sessions were closed",
+                        "add it again with `xmppd user add JID` if that was a mistake"),
     "eku-not-client-auth": ("the certificate's extended key usage does not allow client authentication",
                             "issue a client certificate (EKU clientAuth): `xmppd certs issue JID`"),
     "no-cert": ("the client sent no certificate, so EXTERNAL was not offered",
@@ -286,7 +294,8 @@ def explain(record: dict[str, Any]) -> str:
                      f"from {record.get('peer')} ({record.get('listener')})")
     else:
         what = {"auth": f"{record.get('mechanism', '?')} login failed", "client-cert": "client certificate rejected",
-                "tls": "TLS handshake failed", "session-revoked": "session closed: certificate revoked"}
+                "tls": "TLS handshake failed", "session-revoked": "session closed: certificate revoked",
+                "account-removed": "sessions closed: account removed"}
         lines.append(f"{when}: {what.get(event, event)} from {record.get('peer')} ({record.get('listener')}): "
                      f"{reason or record.get('condition')}")
         meaning = REASONS.get(str(reason))

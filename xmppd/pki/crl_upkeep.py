@@ -45,6 +45,8 @@ log = logging.getLogger("xmppd.pki.crl")
 CRL_RENEW_FRACTION = 1 / 3
 #: validity (days) of a CRL this server creates because the listed file did not exist yet
 CRL_DAYS = 30
+#: shortest validity a re-signed CRL gets (a shorter one would be due again at once)
+CRL_MIN_VALIDITY = _dt.timedelta(hours=1)
 #: seconds between two checks when the file watcher is off (general.reload_check_interval_s = 0)
 CRL_CHECK_INTERVAL_S = 3600.0
 #: seconds between two repeated warnings about the same CRL in the same state
@@ -185,6 +187,7 @@ def reissue(path: Path, ca: Issued, *, extra: Iterable[tuple[int, _dt.datetime]]
             validity = old.next_update_utc - old.last_update_utc
             if validity > 2 * _BACKDATE:  # build_crl backdates lastUpdate: do not grow each time
                 validity -= _BACKDATE
+    validity = max(validity, CRL_MIN_VALIDITY)
     for serial, when in extra:
         revoked.setdefault(serial, when)
     write_crl(path, build_crl(ca, sorted(revoked.items()), validity=validity))

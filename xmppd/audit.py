@@ -114,9 +114,9 @@ def load_fingerprint_key(path: Path | None) -> bytes:
 
 class AuditLog:
     def __init__(self, path: Path | None, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = 10,
-                 retention_days: int = 90, hosts: Iterable[str] | None = None) -> None:
-        """``hosts``: this server's domains; when given, the identity of a failed attempt that is
-        not a valid JID on them is written as a fingerprint (:class:`IdentityScrubber`)."""
+                 retention_days: int = 90, hosts: Iterable[str] = ()) -> None:
+        """``hosts``: this server's domains; the identity of a failed attempt that is not a valid
+        JID on them is written as a fingerprint (:class:`IdentityScrubber`; no hosts: always)."""
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
@@ -127,10 +127,8 @@ class AuditLog:
             private_dir(path.parent)
             self._open()
             self._expire_old()
-        self.scrub: IdentityScrubber | None = None
-        if hosts is not None:
-            key_path = path.parent / FINGERPRINT_KEY_NAME if path is not None else None
-            self.scrub = IdentityScrubber(hosts, load_fingerprint_key(key_path))
+        key_path = path.parent / FINGERPRINT_KEY_NAME if path is not None else None
+        self.scrub = IdentityScrubber(hosts, load_fingerprint_key(key_path))
 
     def _open(self) -> None:
         assert self.path is not None
@@ -144,7 +142,7 @@ class AuditLog:
     def write(self, record: dict[str, Any]) -> None:
         rec = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")}
         rec.update(record)
-        if self.scrub is not None and rec.get("result") in ("failure", "rejected"):
+        if rec.get("result") in ("failure", "rejected"):
             for name in IDENTITY_FIELDS:
                 if rec.get(name):
                     rec[name] = self.scrub(rec[name])

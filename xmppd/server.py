@@ -67,6 +67,7 @@ class Server:
         #: re-signs the CRLs whose CA key this server holds, warns about the others (pki/crl_upkeep.py)
         self.crl_keeper = CrlKeeper(crl_paths(config))
         self.crl_keeper.create_missing()  # before the listeners load them
+        self._crl_registry = CertRegistry(self.db_engine)  # its revoked serials go on a re-signed CRL
         self.listeners = [C2SListener(self, lc, i) for i, lc in enumerate(config.listeners)]
         self._bg: set[asyncio.Task] = set()
         self._closed = False
@@ -252,13 +253,7 @@ class Server:
     async def keep_crls(self) -> list:
         """Re-sign the due CRLs this server holds the CA key of (merging the certificate
         registry's revoked serials), warn about the others; reload TLS if one was re-signed."""
-        issuers = self.crl_keeper.issuers()
-        revoked = {}
-        if issuers:
-            registry = CertRegistry(self.db_engine)
-            for issuer in issuers:
-                revoked[issuer] = await registry.revoked_serials(issuer)
-        done = self.crl_keeper.upkeep(revoked)
+        done = await self.crl_keeper.upkeep(self._crl_registry.revoked_serials)
         if done and self._started:
             self.reload()
         elif done:

@@ -24,13 +24,14 @@ The server checks at start and every ``general.reload_check_interval_s``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from cryptography import x509
 
@@ -119,9 +120,16 @@ class CrlState:
         return f"CRL {self.path} expires on {nu} (less than a third of its validity left); {fix}"
 
 
-def inspect_crl(path: os.PathLike | str, now: _dt.datetime | None = None) -> CrlState:
-    path = Path(path)
-    now = now or _now()
+def _file_key(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read_state(path: Path) -> CrlState:
+    """The CRL's facts (status OK stands for "parsed"; MISSING / UNREADABLE are final)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -132,18 +140,34 @@ def inspect_crl(path: os.PathLike | str, now: _dt.datetime | None = None) -> Crl
         crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
     except ValueError as exc:
         return CrlState(path, UNREADABLE, False, detail=f"not a valid CRL: {exc}")
-    last, nxt = crl.last_update_utc, crl.next_update_utc
-    signer = signer_for(path, crl) is not None
-    issuer = crl.issuer.rfc4514_string()
-    if nxt is None:
-        return CrlState(path, OK, signer, issuer, last, None)
+    return CrlState(path, OK, signer_for(path, crl) is not None, crl.issuer.rfc4514_string(),
+                    crl.last_update_utc, crl.next_update_utc)
+
+
+def inspect_crl(path: os.PathLike | str, now: _dt.datetime | None = None, *,
+                cache: dict | None = None) -> CrlState:
+    """The state of one CRL file at ``now``.  ``cache`` (a dict the caller keeps) avoids
+    parsing the CRL and loading the CA key again while none of the three files changed."""
+    path = Path(path)
+    now = now or _now()
+    key = tuple(_file_key(p) for p in (path, path.parent / "ca.pem", path.parent / "ca.key"))
+    hit = cache.get(path) if cache is not None else None
+    if hit is not None and hit[0] == key:
+        st = hit[1]
+    else:
+        st = _read_state(path)
+        if cache is not None:
+            cache[path] = (key, st)
+    if st.status != OK or st.next_update is None or st.last_update is None:
+        return st
+    nxt = st.next_update
     if nxt <= now:
         status = EXPIRED
-    elif nxt - now < (nxt - last) * CRL_RENEW_FRACTION:
+    elif nxt - now < (nxt - st.last_update) * CRL_RENEW_FRACTION:
         status = DUE
     else:
-        status = OK
-    return CrlState(path, status, signer, issuer, last, nxt)
+        return st
+    return dataclasses.replace(st, status=status)
 
 
 def crl_paths(config) -> list[Path]:
@@ -201,6 +225,8 @@ class CrlKeeper:
         self.paths = [Path(p) for p in paths]
         #: path -> (status, monotonic time of the last warning)
         self._warned: dict[Path, tuple[str, float]] = {}
+        #: parsed CRLs, per path, while the CRL, ca.pem and ca.key are unchanged
+        self._cache: dict = {}
 
     def create_missing(self) -> list[Path]:
         """Before the listeners load their CRLs: write an empty CRL for every listed one that
@@ -218,21 +244,22 @@ class CrlKeeper:
             made.append(path)
         return made
 
-    def upkeep(self, revoked_by_issuer: dict[str, list[tuple[int, _dt.datetime]]] | None = None,
-               now: _dt.datetime | None = None) -> list[Path]:
+    async def upkeep(self, revoked_for: Callable[[str], Awaitable[list[tuple[int, _dt.datetime]]]] | None = None,
+                     now: _dt.datetime | None = None) -> list[Path]:
         """Re-sign what is due (or expired, or missing) and held; warn about the others.
 
-        ``revoked_by_issuer``: the certificate registry's revoked serials per issuer (RFC 4514
-        string), merged into a re-signed CRL so a `certs revoke` racing with it is not lost.
-        Returns the paths re-signed."""
+        ``revoked_for(issuer)``: the certificate registry's revoked ``(serial, when)`` of an
+        issuer (RFC 4514 string), merged into a re-signed CRL so that a `certs revoke` that
+        raced with it is not lost; asked only when a CRL is re-signed.  Cheap when nothing is
+        due (a ``stat`` of three files per CRL).  Returns the paths re-signed."""
         done = []
         for path in self.paths:
-            st = inspect_crl(path, now)
+            st = inspect_crl(path, now, cache=self._cache)
             if st.status in (DUE, EXPIRED, MISSING) and st.signer:
                 ca = signer_for(path)
                 if ca is not None:
-                    extra = (revoked_by_issuer or {}).get(ca.cert.subject.rfc4514_string(), [])
                     try:
+                        extra = await revoked_for(ca.cert.subject.rfc4514_string()) if revoked_for else []
                         n = reissue(path, ca, extra=extra)
                     except OSError as exc:
                         log.error("CRL %s: re-signing failed: %s", path, exc)
@@ -244,15 +271,6 @@ class CrlKeeper:
                         continue
             self._warn(st)
         return done
-
-    def issuers(self) -> list[str]:
-        """Subjects of the CAs whose CRLs this server re-signs (to fetch their registry serials)."""
-        out = []
-        for path in self.paths:
-            ca = signer_for(path)
-            if ca is not None:
-                out.append(ca.cert.subject.rfc4514_string())
-        return out
 
     def _warn(self, st: CrlState) -> None:
         if st.status == OK:

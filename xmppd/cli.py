@@ -111,6 +111,10 @@ def cmd_check_config(args) -> int:
               f"client CA={t.cacertfile or '(none: EXTERNAL unavailable)'}")
     print(f"  auth.methods: {', '.join(config.auth.methods)}; mechanisms: {', '.join(config.auth.sasl_mechanisms)}")
     print(f"  modules: {', '.join(cls.name for cls, _ in modules)}")
+    from .pki.crl_upkeep import crl_report
+
+    for line in crl_report(config):  # nextUpdate of every CRL; WARNING: when it needs attention
+        print(f"  {line}")
     return 0
 
 
@@ -284,7 +288,12 @@ def cmd_user_remove(args) -> int:
     async def action(chain, jid) -> int:
         if not await chain.remove_user(jid.local, jid.domain):
             return _fail(f"{jid} does not exist")
-        print(f"removed {jid}")
+        from .storage.accounts import announce_removal
+
+        if announce_removal(_load(args).storage.url, jid.local, jid.domain):  # running servers end its sessions
+            print(f"removed {jid} (a running server on this database closes its live sessions)")
+        else:
+            print(f"removed {jid}")
         return 0
 
     return _with_auth(args, action)

@@ -152,7 +152,9 @@ class EphemeralServer:
         write_cert(certs / "server.pem", server_cert.cert, self._ca.cert)
 
         tls = {"certfile": str(certs / "server.pem"), "keyfile": str(certs / "server.key"),
-               "cacertfile": str(certs / "ca.pem"), "verify_mode": "peer", "disconnect_on_failure": False}
+               "cacertfile": str(certs / "ca.pem"), "verify_mode": "peer", "disconnect_on_failure": False,
+               # created empty at start (the server holds ca.key next to it): revoking bites on SIGHUP
+               "crl_files": [str(certs / "crl.pem")]}
         data: dict[str, Any] = {
             "general": {"hosts": [self.domain], "data_dir": str(d / "var"), "reload_check_interval_s": 0},
             "listen": {"c2s": [

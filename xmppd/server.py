@@ -21,8 +21,12 @@ from .modules import Module, enabled_modules
 from .net.listener import C2SListener
 from .router import Router
 from .sessions import SessionRegistry
-from .storage.accounts import Accounts
+from .jid import JID, InvalidJID
+from .storage.accounts import AccountRemovals, Accounts
 from .storage.engine import create_engine, create_schema
+from .storage.certs import CertRegistry
+from .storage.files import warn_if_open
+from .pki.crl_upkeep import CRL_CHECK_INTERVAL_S, CrlKeeper, crl_paths
 
 __all__ = ["Server"]
 
@@ -52,13 +56,18 @@ class Server:
         self.auth_chain = AuthChain(methods)
         a = config.audit
         self.audit = AuditLog(a.file if a.enabled else None, max_bytes=a.max_bytes, keep=a.keep,
-                              retention_days=a.retention_days)
+                              retention_days=a.retention_days, hosts=config.general.hosts)
+        warn_if_open(config.general.data_dir)  # created 0700 by storage/audit when they need it
         #: the stream-management module, when loaded (it sets itself here in setup())
         self.sm = None
         self.modules: list[Module] = [cls(self, opts) for cls, opts in enabled_modules(config)]
         for m in self.modules:
             self.hooks.features.update(m.features)
             m.setup()
+        #: re-signs the CRLs whose CA key this server holds, warns about the others (pki/crl_upkeep.py)
+        self.crl_keeper = CrlKeeper(crl_paths(config))
+        self.crl_keeper.create_missing()  # before the listeners load them
+        self._crl_registry = CertRegistry(self.db_engine)  # its revoked serials go on a re-signed CRL
         self.listeners = [C2SListener(self, lc, i) for i, lc in enumerate(config.listeners)]
         self._bg: set[asyncio.Task] = set()
         self._closed = False
@@ -66,9 +75,12 @@ class Server:
         #: callables run after reload() (e.g. re-check live sessions against new CRLs)
         self.after_reload: list = [self.close_revoked_sessions]
         self._watcher: asyncio.Task | None = None
+        self._crl_task: asyncio.Task | None = None
+        self._account_watch = AccountRemovals(self.db_engine)
 
     async def start(self) -> None:
         await create_schema(self.db_engine)
+        await self.keep_crls()
         await self.auth_chain.start()
         for m in self.modules:
             await m.start()
@@ -83,12 +95,19 @@ class Server:
         interval = self.config.general.reload_check_interval_s
         if interval > 0 and self.listeners:
             self._watcher = asyncio.create_task(self._watch_tls_files(interval))
+        if self.listeners:
+            self._crl_task = asyncio.create_task(self._upkeep_loop(interval or CRL_CHECK_INTERVAL_S))
         log.info("xmppd serving %s", ", ".join(self.config.general.hosts))
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+        for task in (self._watcher, self._crl_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task  # not mid-query when the engine is disposed
+                except BaseException:  # noqa: BLE001 - cancelled, or failed (already logged)
+                    pass
+        self._watcher = self._crl_task = None
         for listener in self.listeners:
             await listener.stop()
         # let the aborted transports' connection_lost callbacks run (they end sessions and
@@ -229,6 +248,50 @@ class Server:
                     self.reload()
             except Exception:  # noqa: BLE001 - the watcher must survive a bad reload
                 log.exception("TLS file watcher failed")
+
+    # ------------------------------------------------------------ CRL upkeep
+    async def keep_crls(self) -> list:
+        """Re-sign the due CRLs this server holds the CA key of (merging the certificate
+        registry's revoked serials), warn about the others; reload TLS if one was re-signed."""
+        done = await self.crl_keeper.upkeep(self._crl_registry.revoked_serials)
+        if done and self._started:
+            self.reload()
+        elif done:
+            for listener in self.listeners:  # not serving yet: just load the new files
+                listener.tls.reload()
+        return done
+
+    async def _upkeep_loop(self, interval: float) -> None:
+        """Every ``interval``: accounts removed by another process, CRLs due for re-signing."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.close_removed_accounts()
+                if self.crl_keeper.paths:
+                    await self.keep_crls()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the loop must survive a bad file
+                log.exception("periodic upkeep failed")
+
+    def close_removed_accounts(self) -> int:
+        """End the live sessions of accounts `xmppd user remove` deleted (storage/accounts.py)."""
+        closed = 0
+        for user, domain in self._account_watch.poll():
+            try:
+                bare = JID(user, domain)
+            except InvalidJID:
+                continue
+            n = self.close_sessions(lambda s, b=bare: s.jid is not None and s.jid.bare == b,
+                                    StreamErrorCondition.NOT_AUTHORIZED,
+                                    f"account-removed: the account {bare} was removed")
+            self.spawn(self.accounts.remove(user, domain))  # no longer "seen": no offline storage for it
+            if n:
+                log.warning("closed %d session(s) of %s: the account was removed", n, bare)
+                self.audit.write({"event": "account-removed", "jid": str(bare), "reason": "account-removed",
+                                  "sessions_closed": n})
+            closed += n
+        return closed
 
     def listener_port(self, index: int = 0) -> int:
         port = self.listeners[index].port

@@ -71,6 +71,8 @@ def default_config(base_dir: Path) -> Config:
                 "certfile": str(certs / "server.pem"),
                 "keyfile": str(certs / "server.key"),
                 "cacertfile": str(certs / "ca.pem"),
+                # written by `xmppd certs revoke`; created and re-signed by the server (it holds ca.key)
+                "crl_files": [str(certs / "crl.pem")],
                 "verify_mode": "peer",
                 "disconnect_on_failure": False,
             },

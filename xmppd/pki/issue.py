@@ -288,14 +288,20 @@ def issue_client_cert(
 
 
 def build_crl(ca: Issued, revoked: Iterable[tuple[int, _dt.datetime]], *,
-              next_update_days: int = 7) -> x509.CertificateRevocationList:
-    """A CRL signed by ``ca`` listing ``(serial, revocation_date)`` pairs."""
+              next_update_days: int = 7,
+              validity: _dt.timedelta | None = None) -> x509.CertificateRevocationList:
+    """A CRL signed by ``ca`` listing ``(serial, revocation_date)`` pairs; ``nextUpdate`` is
+    ``validity`` (default ``next_update_days``) from now."""
     now = _now()
+    if validity is None:
+        validity = _dt.timedelta(days=next_update_days)
+    if validity <= _dt.timedelta(0):
+        raise ValueError("a CRL's validity must be positive")
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
         .last_update(now - _CLOCK_SKEW)
-        .next_update(now + _dt.timedelta(days=next_update_days))
+        .next_update(now + validity)
         .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key()),
@@ -463,7 +469,9 @@ def ensure_dev_pki(certs_dir: Path, domains: Sequence[str]) -> DevPKI:
     An existing CA is kept (clients may have imported it already).
     """
     certs_dir = Path(certs_dir)
-    certs_dir.mkdir(parents=True, exist_ok=True)
+    if not certs_dir.exists():  # it holds ca.key and, under clients/, users' keys
+        from xmppd.storage.files import private_dir
+        private_dir(certs_dir)
     pki = DevPKI(
         ca_cert=certs_dir / "ca.pem",
         ca_key=certs_dir / "ca.key",

@@ -51,6 +51,7 @@ __all__ = [
     "prepare_username",
     "prepare_password",
     "authzid_failure",
+    "shown_jid",
 ]
 
 _OPAQUE = precis_i18n.get_profile("OpaqueString")
@@ -164,6 +165,13 @@ def prepare_password(raw: str) -> str:
         raise ValueError(f"password refused by OpaqueString ({getattr(exc, 'reason', exc)})") from None
 
 
+def shown_jid(jid: JID, domain: str) -> str:
+    """How a failure text names a JID the client asked for: as itself on this stream's domain,
+    else not at all (a "JID" on a foreign domain may be a mistyped password; texts reach the
+    audit log, see :mod:`xmppd.audit`)."""
+    return str(jid) if jid.domain == domain else "an identity on another domain"
+
+
 def authzid_failure(authzid: str | None, username: str, domain: str) -> Failure | None:
     """Shell helper: ``None`` if ``authzid`` is absent or names the user's own
     bare JID ``username@domain``; otherwise the :class:`Failure` to send.
@@ -175,12 +183,13 @@ def authzid_failure(authzid: str | None, username: str, domain: str) -> Failure 
     try:
         wanted = JID.parse(authzid)
     except InvalidJID as exc:
+        # the text never repeats what the client typed (it may be a password): it ends in the audit log
         return failure(SaslFailureCondition.INVALID_AUTHZID, "bad-authzid",
-                       f"authorization identity {authzid!r} is not a valid JID ({exc})")
+                       f"the authorization identity is not a valid JID ({exc})")
     own = JID(username, domain)
     if wanted.bare != own:
         return failure(SaslFailureCondition.INVALID_AUTHZID, "authzid-mismatch",
-                       f"authenticated as {own}, may not act as {wanted.bare}")
+                       f"authenticated as {own}, may not act as {shown_jid(wanted.bare, domain)}")
     return None
 
 

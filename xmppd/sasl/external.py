@@ -40,6 +40,7 @@ from .base import (
     Step,
     Success,
     failure,
+    shown_jid,
 )
 
 __all__ = [
@@ -129,10 +130,10 @@ def _parse_authzid(authzid: str | None) -> JID | None | Resolution:
         jid = JID.parse(authzid)
     except InvalidJID as exc:
         return _fail(_INVALID_AUTHZID, "bad-authzid",
-                     f"authorization identity {authzid!r} is not a valid JID ({exc})")
+                     f"the authorization identity is not a valid JID ({exc})")
     if jid.local is None:
         return _fail(_INVALID_AUTHZID, "bad-authzid",
-                     f"authorization identity {authzid!r} names no user")
+                     "the authorization identity names no user")
     return jid.bare
 
 
@@ -165,7 +166,7 @@ def resolve_identity(facts: CertFacts, authzid: str | None, *, stream_domain: st
                 jid = users[0]
             else:
                 return _fail(_INVALID_AUTHZID, "authzid-mismatch",
-                             f"certificate is for {users[0]}, not {authz}")
+                             f"certificate is for {users[0]}, not {shown_jid(authz, domain)}")
         else:
             names = ", ".join(str(u) for u in users)
             if authz is None:
@@ -174,7 +175,7 @@ def resolve_identity(facts: CertFacts, authzid: str | None, *, stream_domain: st
                              "send the one to log in as as the authorization identity")
             if authz not in users:
                 return _fail(_INVALID_AUTHZID, "authzid-mismatch",
-                             f"certificate is for {names}, not {authz}")
+                             f"certificate is for {names}, not {shown_jid(authz, domain)}")
             jid = authz
     else:
         for name in policy.strategies:
@@ -184,7 +185,7 @@ def resolve_identity(facts: CertFacts, authzid: str | None, *, stream_domain: st
                     continue
                 if authz is not None and authz != cn_jid:
                     return _fail(_INVALID_AUTHZID, "authzid-mismatch",
-                                 f"certificate is for {cn_jid}, not {authz}")
+                                 f"certificate is for {cn_jid}, not {shown_jid(authz, domain)}")
                 jid, strategy = cn_jid, name
                 break
             if name == "auth_id" and authz is not None:
@@ -199,7 +200,8 @@ def resolve_identity(facts: CertFacts, authzid: str | None, *, stream_domain: st
 
     if jid.domain != domain:
         return _fail(_NOT_AUTHORIZED, "wrong-domain",
-                     f"certificate identity {jid} is not on this server's domain {domain}")
+                     f"certificate identity {jid if strategy != 'auth_id' else shown_jid(jid, domain)} "
+                     f"is not on this server's domain {domain}")
     return Resolution(jid, strategy, None, None,
                       f"certificate identity {jid} (strategy {strategy})")
 

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Column, PrimaryKeyConstraint, String, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .batch import PeriodicFlusher
 from .engine import UtcDateTime, metadata
+from .files import PRIVATE_FILE_MODE, open_private
 
-__all__ = ["AccountRow", "Accounts", "accounts_table", "LOGIN_FLUSH_INTERVAL_S", "MAX_PENDING_LOGINS"]
+__all__ = ["AccountRow", "Accounts", "accounts_table", "LOGIN_FLUSH_INTERVAL_S", "MAX_PENDING_LOGINS",
+           "AccountRemovals", "announce_removal", "removal_stamp_path", "REMOVAL_STAMP_MAX_BYTES"]
 
 log = logging.getLogger("xmppd.storage.accounts")
 
@@ -29,6 +35,11 @@ log = logging.getLogger("xmppd.storage.accounts")
 LOGIN_FLUSH_INTERVAL_S = 1.0
 #: distinct accounts noted in memory before a flush is started at once (instead of at the interval)
 MAX_PENDING_LOGINS = 10_000
+
+#: the account-removal stamp file is started afresh (new inode) when it grows past this
+REMOVAL_STAMP_MAX_BYTES = 64 * 1024
+#: most removals one poll reads (a bigger backlog is read by the next polls)
+_REMOVAL_READ_MAX = 1024 * 1024
 
 #: RFC 7622 §3: localpart and domainpart are at most 1023 octets each
 _PART_LEN = 1023
@@ -213,3 +224,96 @@ class Accounts:
             stmt = stmt.where(t.c.domain == domain)
         async with self._engine.connect() as conn:
             return int(await conn.scalar(stmt) or 0)
+
+
+# ------------------------------------------------------------------ removals seen by other processes
+# ``xmppd user remove`` runs in another process than the server.  Like the certificate registry's
+# stamp file (storage/certs.py), a SQLite file database gets a companion ``<db>-accounts-changed``
+# (mode 0600): the CLI appends one line per removed account, ``<ns since epoch> remove <jid>``,
+# and the server polls it (every ``general.reload_check_interval_s``) and closes that account's
+# live sessions.  The file is started afresh (atomically, a new inode) past
+# REMOVAL_STAMP_MAX_BYTES; a reader that sees a new inode reads it from the start.  Other
+# databases (PostgreSQL, several nodes) have no such signal yet: sessions end when they do.
+
+
+def removal_stamp_path(url) -> str | None:
+    """The stamp file for a database URL (or engine URL); None when there is none (not a SQLite file)."""
+    parsed = make_url(str(url)) if not hasattr(url, "get_backend_name") else url
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(os.path.expanduser(database)) + "-accounts-changed"
+
+
+def announce_removal(url, user: str, domain: str) -> bool:
+    """Tell servers on this database that ``user@domain`` was removed (see above); False if
+    this database has no stamp file or it cannot be written (a warning says so)."""
+    path = removal_stamp_path(url)
+    if path is None:
+        return False
+    line = f"{time.time_ns()} remove {user}@{domain}\n".encode("utf-8")
+    try:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = 0
+        if size + len(line) > REMOVAL_STAMP_MAX_BYTES:
+            tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), PRIVATE_FILE_MODE)
+                fh.write(line)
+            os.replace(tmp, path)
+        else:
+            with os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "wb") as fh:
+                fh.write(line)
+    except OSError as exc:
+        log.warning("cannot write %s: a running server keeps %s@%s's live sessions until they end (%s)",
+                    path, user, domain, exc)
+        return False
+    return True
+
+
+class AccountRemovals:
+    """The server's reader of the removal stamp file; :meth:`poll` returns the removals
+    announced since the previous poll (the file's history before construction is skipped)."""
+
+    def __init__(self, engine_or_url) -> None:
+        url = engine_or_url.url if hasattr(engine_or_url, "url") else engine_or_url
+        self.path = removal_stamp_path(url)
+        self._ino, self._pos = self._stat()
+
+    def _stat(self) -> tuple[int | None, int]:
+        if self.path is None:
+            return None, 0
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None, 0
+        return st.st_ino, st.st_size
+
+    def poll(self) -> list[tuple[str, str]]:
+        """``(user, domain)`` of every account removed since the last call (one stat when none)."""
+        ino, size = self._stat()
+        if ino is None or (ino == self._ino and size == self._pos):
+            return []
+        if ino != self._ino or size < self._pos:
+            self._ino, self._pos = ino, 0  # started afresh
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._pos)
+                data = fh.read(_REMOVAL_READ_MAX)
+        except OSError as exc:
+            log.warning("cannot read %s: %s", self.path, exc)
+            return []
+        end = data.rfind(b"\n") + 1  # only complete lines; a half-written one is read next time
+        self._pos += end
+        out = []
+        for raw in data[:end].splitlines():
+            parts = raw.decode("utf-8", "replace").split(" ", 2)
+            if len(parts) == 3 and parts[1] == "remove" and "@" in parts[2]:
+                user, _, domain = parts[2].rpartition("@")
+                out.append((user, domain))
+        return out

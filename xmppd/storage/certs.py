@@ -73,6 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .batch import PeriodicFlusher
 from .engine import UtcDateTime, metadata
+from .files import open_private
 
 __all__ = [
     "ACTIVE",
@@ -261,8 +262,9 @@ class _LoginViews:
             self.index.add((domain, user))  # never removed: being listed only means "ask the database"
         if self.stamp_path is not None:
             try:  # tell the other processes on this database; grow by a byte, restart at 4 KiB
-                mode = "ab" if (self.stamp_seen or (0, 0))[1] < 4096 else "wb"
-                with open(self.stamp_path, mode) as f:
+                grow = (self.stamp_seen or (0, 0))[1] < 4096
+                fd = open_private(self.stamp_path, os.O_WRONLY | (os.O_APPEND if grow else os.O_TRUNC))
+                with os.fdopen(fd, "wb") as f:  # 0600 like the database it signals for
                     f.write(b".")
             except OSError as exc:
                 log.warning("cannot touch %s (other processes see this change within %.0f s): %s",

@@ -5,8 +5,11 @@ shared by storage repositories and by ``auth.sql`` (handed over as
 ``context["db_engine"]``).  Two backends are supported with the same code:
 
 * ``sqlite+aiosqlite:///path/to/xmppd.db`` (default, single node): the parent
-  directory is created, the database runs in WAL mode with foreign keys on
-  and a busy timeout so concurrent writers wait instead of failing.
+  directory is created 0700 and the database file 0600 whatever the umask
+  (it holds SCRAM keys and messages; SQLite gives its -wal/-shm the same
+  mode), an existing one that others can read is warned about
+  (:mod:`xmppd.storage.files`); the database runs in WAL mode with foreign
+  keys on and a busy timeout so concurrent writers wait instead of failing.
 * ``postgresql+asyncpg://user@host/db`` (production, cluster): a bounded pool
   with ``pool_pre_ping`` and named connect / command / checkout timeouts, so a
   dead database turns into an error within seconds instead of a hung login.
@@ -25,6 +28,8 @@ from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from .files import check_database_files, private_dir, private_file
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -104,7 +109,10 @@ def create_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE, echo: bool = 
         database = parsed.database or ""
         in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not in_memory and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            db_path = Path(database).expanduser()
+            private_dir(db_path.parent)
+            private_file(db_path)  # before SQLite creates it with 0644 & ~umask
+            check_database_files(db_path)
         args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         args.update(extra)
         kwargs: dict[str, Any] = {"echo": echo, "connect_args": args}

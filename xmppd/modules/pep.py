@@ -41,7 +41,10 @@ Errors carry ``<text/>``; nothing is stored on error.  Named limits
 (``[modules.pep]``): ``max_items_per_node`` (``pubsub#max_items = max`` means
 this number), ``max_item_bytes`` (-> not-acceptable + payload-too-big),
 ``max_nodes_per_account``, ``max_members_per_node``, ``max_response_bytes``
-(an items answer carries the newest items that fit).
+(an items answer carries the newest items that fit), and per account over all
+its nodes ``max_items_per_account`` / ``max_bytes_per_account`` (a publish
+over either -> policy-violation with a <text/>: XEP-0060 §7.1.3 defines no
+quota condition; nothing stored, the session goes on).
 
 Not offered: explicit subscriptions (subscribe/unsubscribe/options; PEP
 subscriptions come from presence, XEP-0163 §4.1), collection nodes,
@@ -69,12 +72,15 @@ from ..errors import StanzaErrorCondition as E
 from ..hooks import PRIO_LATE
 from ..jid import JID, InvalidJID
 from ..storage.pubsub import (
+    DEFAULT_MAX_ACCOUNT_BYTES,
+    DEFAULT_MAX_ACCOUNT_ITEMS,
     DEFAULT_MAX_ITEM_BYTES,
     DEFAULT_MAX_ITEMS_PER_NODE,
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_NODES,
     MAX_ITEM_ID_BYTES,
     MAX_NODE_BYTES,
+    AccountQuotaExceeded,
     Item,
     Node,
     NodeConfig,
@@ -194,14 +200,18 @@ class Pep(Module):
         "max_nodes_per_account": (int, DEFAULT_MAX_NODES),
         "max_members_per_node": (int, DEFAULT_MAX_MEMBERS),
         "max_response_bytes": (int, 4 * 1024 * 1024),
+        "max_items_per_account": (int, DEFAULT_MAX_ACCOUNT_ITEMS),
+        "max_bytes_per_account": (int, DEFAULT_MAX_ACCOUNT_BYTES),
     }
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
         for key in ("max_items_per_node", "max_item_bytes", "max_nodes_per_account",
-                    "max_members_per_node"):
+                    "max_members_per_node", "max_items_per_account"):
             if options[key] < 1:
                 raise ConfigError(f"modules.pep.{key}", "must be at least 1")
+        if options["max_bytes_per_account"] < options["max_item_bytes"]:
+            raise ConfigError("modules.pep.max_bytes_per_account", "must be at least max_item_bytes")
         if options["max_response_bytes"] < max(MIN_RESPONSE_BYTES, options["max_item_bytes"]):
             raise ConfigError("modules.pep.max_response_bytes",
                               f"must be at least max_item_bytes and {MIN_RESPONSE_BYTES}")
@@ -381,7 +391,11 @@ class Pep(Module):
             try:
                 node, _created = await self.store.publish(
                     owner.local or "", owner.domain, name, item_id, str(owner), payload, now,
-                    create_config=create, max_nodes=self.options["max_nodes_per_account"])
+                    create_config=create, max_nodes=self.options["max_nodes_per_account"],
+                    account_items=self.options["max_items_per_account"],
+                    account_bytes=self.options["max_bytes_per_account"])
+            except AccountQuotaExceeded as exc:
+                raise self._quota_error(owner, exc) from None
             except TooManyNodes:
                 raise PepError(E.NOT_ALLOWED, f"an account may have at most "
                                f"{self.options['max_nodes_per_account']} nodes",
@@ -391,6 +405,18 @@ class Pep(Module):
         p = SubElement(SubElement(reply, f"{P}pubsub"), f"{P}publish", {"node": name})
         SubElement(p, f"{P}item", {"id": item_id})
         return reply
+
+    @staticmethod
+    def _quota_error(owner: JID, exc: AccountQuotaExceeded) -> PepError:
+        """XEP-0060 §7.1.3 has no condition for an account quota: policy-violation
+        (RFC 6120 §8.3.3.12, a local service policy, type modify: retract or purge
+        items first) with a <text/> naming the quota."""
+        if exc.what == "items":
+            what = f"{exc.limit} items over all its nodes"
+        else:
+            what = f"{exc.limit} bytes of item payloads over all its nodes"
+        return PepError(E.POLICY_VIOLATION, f"{owner}'s personal eventing storage is full: an account may "
+                        f"keep at most {what}; retract or purge items first")
 
     # ---- create
     async def _create(self, session, req, owner: JID, create: Element, conf: Element | None) -> Element:

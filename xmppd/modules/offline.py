@@ -118,7 +118,10 @@ class Offline(Module):
         if is_standalone_chat_state(el):
             return True  # XEP-0085 §5.6: no use later; dropped without an error
         sender = session.jid.bare
-        if self._pending.get(sender, 0) >= self.max_pending_per_sender:
+        # a redelivery (XEP-0198: unacknowledged when its session ended) has no live sender to
+        # tell, and is bounded by that session's unacked queue: only live senders are limited
+        live = getattr(session, "bound", False)
+        if live and self._pending.get(sender, 0) >= self.max_pending_per_sender:
             # this sender's backlog only: other accounts' messages are still stored
             router.bounce(session, el, StanzaErrorCondition.RESOURCE_CONSTRAINT,
                           f"too many of your messages are waiting to be stored offline "
@@ -142,8 +145,9 @@ class Offline(Module):
                                         max_per_user=self.max_per_user, max_bytes=self.max_bytes,
                                         sender_share=self.sender_share)
         if not stored:
-            log.info("offline store of %s refused a message from %s: %s", bare, session.jid.bare,
-                     stored.value)
+            level = logging.INFO if getattr(session, "bound", False) else logging.WARNING
+            log.log(level, "offline store of %s refused a message from %s: %s%s", bare, session.jid.bare,
+                    stored.value, "" if level == logging.INFO else " (a redelivery: nobody to tell, dropped)")
             router.bounce(session, el, QUOTA_CONDITION, self._refusal_text(bare, stored), from_=str(bare))
 
     def _refusal_text(self, bare: JID, why: Stored) -> str:

@@ -51,9 +51,10 @@ subscriptions come from presence, XEP-0163 §4.1), collection nodes,
 ``authorize`` access, publishers other than the owner, PEP of remote users.
 
 Files: this one dispatches the requests and runs publish / create / retract /
-items / owner operations; :mod:`.pep_forms` holds node configuration and
-publish-options (data forms, preconditions, :class:`PepError`);
-:mod:`.pep_audience` holds access models and notifications.
+items; :mod:`.pep_owner` the owner requests (configure, delete, purge,
+affiliations); :mod:`.pep_forms` node configuration and publish-options (data
+forms, preconditions, :class:`PepError`, request helpers);
+:mod:`.pep_audience` access models and notifications.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from xml.parsers import expat
 from ..config import ConfigError
 from ..errors import StanzaErrorCondition as E
 from ..hooks import PRIO_LATE
-from ..jid import JID, InvalidJID
+from ..jid import JID
 from ..storage.pubsub import (
     DEFAULT_MAX_ACCOUNT_BYTES,
     DEFAULT_MAX_ACCOUNT_ITEMS,
@@ -79,14 +80,11 @@ from ..storage.pubsub import (
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_NODES,
     MAX_ITEM_ID_BYTES,
-    MAX_NODE_BYTES,
     AccountQuotaExceeded,
     Item,
-    Node,
     NodeConfig,
     NodeExists,
     PubsubStore,
-    TooManyMembers,
     TooManyNodes,
 )
 from ..xml.parser import Stanza
@@ -95,6 +93,7 @@ from ._im import attr
 from .base import Module
 from .pep_audience import Audience
 from .pep_forms import (
+    IQ,
     TRUE_VALUES,
     FORM_NODE_CONFIG,
     FORM_PUBLISH_OPTIONS,
@@ -102,13 +101,19 @@ from .pep_forms import (
     NS_EVENT,
     NS_OWNER,
     NS_PUBSUB,
-    O,
     P,
     X,
     NodeForms,
     PepError,
+    existing,
+    guard,
+    node_name,
+    only_owner,
+    owner_of,
+    result,
     unsupported,
 )
+from .pep_owner import OwnerRequests
 from .roster import KeyedLocks
 
 __all__ = ["Pep", "NS_PUBSUB", "NS_OWNER", "NS_EVENT", "NS_ERRORS", "PEP_FEATURES",
@@ -116,7 +121,6 @@ __all__ = ["Pep", "NS_PUBSUB", "NS_OWNER", "NS_EVENT", "NS_ERRORS", "PEP_FEATURE
 
 log = logging.getLogger("xmppd.modules.pep")
 
-IQ = "{jabber:client}iq"
 _START_TAG = re.compile(rb"""<(?:[^'">]++|'[^']*+'|"[^"]*+")*+>""")
 
 #: XEP-0060 §10 features, advertised on the account's bare JID
@@ -225,11 +229,13 @@ class Pep(Module):
         self._raw: tuple[Element, Stanza] | None = None
         self.forms = NodeForms(self.max_items)
         self.audience = Audience(server, self.store)
+        self.owner_requests = OwnerRequests(self)
 
     def setup(self) -> None:
         h = self.server.hooks
         h.iq(NS_PUBSUB, get=self.pubsub_get, set=self.pubsub_set, account=True, public=True)
-        h.iq(NS_OWNER, get=self.owner_get, set=self.owner_set, account=True, public=True)
+        h.iq(NS_OWNER, get=self.owner_requests.owner_get, set=self.owner_requests.owner_set,
+             account=True, public=True)
         h.account_identities.add(("pubsub", "pep", ""))
         h.account_features.update(PEP_FEATURES)
         h.on("stanza_out", self._capture, PRIO_LATE)
@@ -238,46 +244,6 @@ class Pep(Module):
 
     async def start(self) -> None:
         self.audience.blocking = next((m for m in self.server.modules if m.name == "blocking"), None)
-
-    # ------------------------------------------------------------ dispatch helpers
-    @staticmethod
-    def _owner(session, req: Element) -> JID:
-        to = req.get("to")
-        if to is None:
-            return session.jid.bare
-        return JID.parse(to).bare  # the router parsed it already
-
-    def _node_name(self, el: Element, *, required: bool = True) -> str:
-        name = el.get("node")
-        if not name:
-            if required:
-                raise PepError(E.BAD_REQUEST, f"<{el.tag.partition('}')[2]}/> needs a 'node' attribute",
-                               "nodeid-required")
-            return ""
-        if len(name.encode("utf-8")) > MAX_NODE_BYTES:
-            raise PepError(E.NOT_ACCEPTABLE, f"node names are limited to {MAX_NODE_BYTES} bytes")
-        return name
-
-    @staticmethod
-    def _only_owner(session, owner: JID, what: str) -> None:
-        if session.jid.bare != owner:
-            raise PepError(E.FORBIDDEN, f"only {owner} may {what} its personal eventing nodes")
-
-    async def _existing(self, owner: JID, name: str) -> Node:
-        node = await self.store.node(owner.local or "", owner.domain, name)
-        if node is None:
-            raise PepError(E.ITEM_NOT_FOUND, f"{owner} has no node {name}")
-        return node
-
-    async def _guard(self, req: Element, coro) -> Element | None:
-        try:
-            return await coro
-        except PepError as err:
-            return err.reply(req)
-
-    @staticmethod
-    def _result(req: Element) -> Element:
-        return Element(IQ, {"type": "result"})
 
     def _send_result_bytes(self, session, req: Element, owner: JID, body: bytes) -> None:
         frm = req.get("to") or str(owner)
@@ -299,13 +265,13 @@ class Pep(Module):
 
     # ------------------------------------------------------------ pubsub (user namespace)
     def pubsub_get(self, session, req: Element):
-        return self._guard(req, self._pubsub_get(session, req))
+        return guard(req, self._pubsub_get(session, req))
 
     async def _pubsub_get(self, session, req: Element) -> Element | None:
         ps = req[0]
         if ps.tag != f"{P}pubsub" or len(ps) != 1:
             raise PepError(E.BAD_REQUEST, "expected <pubsub/> with one child")
-        owner = self._owner(session, req)
+        owner = owner_of(session, req)
         child = ps[0]
         if child.tag == f"{P}items":
             await self._items(session, req, owner, child)
@@ -313,7 +279,7 @@ class Pep(Module):
         if child.tag == f"{P}affiliations":
             return await self._my_affiliations(session, req, owner, child)
         if child.tag == f"{P}subscriptions":
-            reply = self._result(req)
+            reply = result(req)
             SubElement(SubElement(reply, f"{P}pubsub"), f"{P}subscriptions")
             return reply  # PEP subscriptions are implicit (presence), none are explicit
         if child.tag in (f"{P}options", f"{P}default"):
@@ -323,13 +289,13 @@ class Pep(Module):
 
     def pubsub_set(self, session, req: Element):
         stanza = self._take_raw(req)
-        return self._guard(req, self._pubsub_set(session, req, stanza))
+        return guard(req, self._pubsub_set(session, req, stanza))
 
     async def _pubsub_set(self, session, req: Element, stanza: Stanza | None) -> Element | None:
         ps = req[0]
         if ps.tag != f"{P}pubsub" or len(ps) == 0:
             raise PepError(E.BAD_REQUEST, "expected <pubsub/> with a request inside")
-        owner = self._owner(session, req)
+        owner = owner_of(session, req)
         action = ps[0]
         rest = list(ps)[1:]
         if action.tag == f"{P}publish":
@@ -352,8 +318,8 @@ class Pep(Module):
     # ---- publish
     async def _publish(self, session, req, owner: JID, pub: Element, opts: Element | None,
                        stanza: Stanza | None) -> Element:
-        name = self._node_name(pub)
-        self._only_owner(session, owner, "publish to")
+        name = node_name(pub)
+        only_owner(session, owner, "publish to")
         items = list(pub)
         if not items:
             raise PepError(E.BAD_REQUEST, "a publish to a PEP node carries one <item/>", "item-required")
@@ -401,7 +367,7 @@ class Pep(Module):
                                f"{self.options['max_nodes_per_account']} nodes",
                                "max-nodes-exceeded") from None
         await self.audience.notify_items(owner, node, Item(item_id, str(owner), payload, now, 0))
-        reply = self._result(req)
+        reply = result(req)
         p = SubElement(SubElement(reply, f"{P}pubsub"), f"{P}publish", {"node": name})
         SubElement(p, f"{P}item", {"id": item_id})
         return reply
@@ -423,8 +389,8 @@ class Pep(Module):
         if not create.get("node"):
             raise PepError(E.NOT_ACCEPTABLE, "instant nodes are not offered by PEP: name the node",
                            "nodeid-required")
-        name = self._node_name(create)
-        self._only_owner(session, owner, "create")
+        name = node_name(create)
+        only_owner(session, owner, "create")
         x = None
         if conf is not None:
             xs = conf.findall(f"{X}x")
@@ -444,28 +410,28 @@ class Pep(Module):
                 raise PepError(E.NOT_ALLOWED, f"an account may have at most "
                                f"{self.options['max_nodes_per_account']} nodes",
                                "max-nodes-exceeded") from None
-        return self._result(req)
+        return result(req)
 
     # ---- retract
     async def _retract(self, session, req, owner: JID, r: Element) -> Element:
-        name = self._node_name(r)
-        self._only_owner(session, owner, "retract from")
+        name = node_name(r)
+        only_owner(session, owner, "retract from")
         items = list(r)
         if len(items) != 1 or items[0].tag != f"{P}item" or not items[0].get("id"):
             raise PepError(E.BAD_REQUEST, "<retract/> carries one <item id='...'/>", "item-required")
         item_id = items[0].get("id")
         async with self.locks(owner):
-            node = await self._existing(owner, name)
+            node = await existing(self.store, owner, name)
             if not await self.store.retract(node.id, item_id):
                 raise PepError(E.ITEM_NOT_FOUND, f"node {name} has no item {item_id}")
         if node.config.notify_retract or (r.get("notify") or "").lower() in TRUE_VALUES:
             inner = (f"<items node='{attr(name)}'><retract id='{attr(item_id)}'/></items>").encode()
             await self.audience.notify(owner, node, inner)
-        return self._result(req)
+        return result(req)
 
     # ---- items
     async def _items(self, session, req, owner: JID, el: Element) -> None:
-        name = self._node_name(el)
+        name = node_name(el)
         max_items = None
         if el.get("max_items") is not None:
             try:
@@ -481,7 +447,7 @@ class Pep(Module):
             if len(el) > MAX_REQUESTED_IDS:
                 raise PepError(E.POLICY_VIOLATION, f"at most {MAX_REQUESTED_IDS} item ids per request")
             ids = [c.get("id") for c in el]
-        node = await self._existing(owner, name)
+        node = await existing(self.store, owner, name)
         await self.audience.check_access(node, owner, session.jid.bare)
         items = await self.store.items(node.id, item_ids=ids, max_items=max_items,
                                        max_bytes=self.options["max_response_bytes"])
@@ -494,7 +460,7 @@ class Pep(Module):
     async def _my_affiliations(self, session, req, owner: JID, el: Element) -> Element:
         """XEP-0060 §5.7: the requester's affiliations: owner of all its own nodes,
         member of whitelists it is on (only asked of one's own account here)."""
-        reply = self._result(req)
+        reply = result(req)
         affs = SubElement(SubElement(reply, f"{P}pubsub"), f"{P}affiliations")
         if session.jid.bare == owner:
             wanted = el.get("node")
@@ -502,122 +468,3 @@ class Pep(Module):
                 if wanted is None or node.name == wanted:
                     SubElement(affs, f"{P}affiliation", {"node": node.name, "affiliation": "owner"})
         return reply
-
-    # ------------------------------------------------------------ owner namespace
-    def owner_get(self, session, req: Element):
-        return self._guard(req, self._owner_get(session, req))
-
-    def owner_set(self, session, req: Element):
-        return self._guard(req, self._owner_set(session, req))
-
-    async def _owner_get(self, session, req: Element) -> Element:
-        ps = req[0]
-        if ps.tag != f"{O}pubsub" or len(ps) != 1:
-            raise PepError(E.BAD_REQUEST, "expected <pubsub xmlns='...#owner'/> with one child")
-        owner = self._owner(session, req)
-        child = ps[0]
-        if child.tag == f"{O}default":
-            reply = self._result(req)
-            d = SubElement(SubElement(reply, f"{O}pubsub"), f"{O}default")
-            d.append(self.forms.config_form(NodeConfig()))
-            return reply
-        if child.tag == f"{O}configure":
-            name = self._node_name(child)
-            self._only_owner(session, owner, "configure")
-            node = await self._existing(owner, name)
-            reply = self._result(req)
-            c = SubElement(SubElement(reply, f"{O}pubsub"), f"{O}configure", {"node": name})
-            c.append(self.forms.config_form(node.config))
-            return reply
-        if child.tag == f"{O}affiliations":
-            name = self._node_name(child)
-            self._only_owner(session, owner, "list the affiliations of")
-            node = await self._existing(owner, name)
-            reply = self._result(req)
-            a = SubElement(SubElement(reply, f"{O}pubsub"), f"{O}affiliations", {"node": name})
-            SubElement(a, f"{O}affiliation", {"jid": str(owner), "affiliation": "owner"})
-            for jid, aff in (await self.store.affiliations(node.id)).items():
-                SubElement(a, f"{O}affiliation", {"jid": jid, "affiliation": aff})
-            return reply
-        if child.tag == f"{O}subscriptions":
-            raise unsupported("manage-subscriptions", "PEP subscriptions come from presence")
-        raise PepError(E.BAD_REQUEST, f"unknown pubsub#owner request {child.tag}")
-
-    async def _owner_set(self, session, req: Element) -> Element:
-        ps = req[0]
-        if ps.tag != f"{O}pubsub" or len(ps) != 1:
-            raise PepError(E.BAD_REQUEST, "expected <pubsub xmlns='...#owner'/> with one child")
-        owner = self._owner(session, req)
-        child = ps[0]
-        tag = child.tag
-        if tag not in (f"{O}configure", f"{O}delete", f"{O}purge", f"{O}affiliations"):
-            if tag == f"{O}subscriptions":
-                raise unsupported("manage-subscriptions", "PEP subscriptions come from presence")
-            raise PepError(E.BAD_REQUEST, f"unknown pubsub#owner request {tag}")
-        name = self._node_name(child)
-        self._only_owner(session, owner, "manage")
-        if tag == f"{O}configure":
-            return await self._configure(req, owner, name, child)
-        if tag == f"{O}delete":
-            async with self.locks(owner):
-                node = await self._existing(owner, name)
-                await self.store.delete_node(node.id)
-            if node.config.notify_delete:
-                await self.audience.notify(owner, node, f"<delete node='{attr(name)}'/>".encode())
-            return self._result(req)
-        if tag == f"{O}purge":
-            async with self.locks(owner):
-                node = await self._existing(owner, name)
-                await self.store.purge(node.id)
-            if node.config.notify_retract:
-                await self.audience.notify(owner, node, f"<purge node='{attr(name)}'/>".encode())
-            return self._result(req)
-        return await self._set_affiliations(req, owner, name, child)
-
-    async def _configure(self, req, owner: JID, name: str, el: Element) -> Element:
-        xs = el.findall(f"{X}x")
-        if len(xs) != 1 or len(el) != 1:
-            raise PepError(E.BAD_REQUEST, "<configure/> carries one jabber:x:data form")
-        x = xs[0]
-        if x.get("type") == "cancel":
-            await self._existing(owner, name)
-            return self._result(req)
-        async with self.locks(owner):
-            node = await self._existing(owner, name)
-            config = self.forms.config_from(x, form_type=FORM_NODE_CONFIG, base=node.config,
-                                       condition=E.NOT_ACCEPTABLE, app=None)
-            await self.store.configure(node.id, config)
-        return self._result(req)
-
-    async def _set_affiliations(self, req, owner: JID, name: str, el: Element) -> Element:
-        changes: dict[str, str | None] = {}
-        for a in el:
-            if a.tag != f"{O}affiliation" or not a.get("jid") or not a.get("affiliation"):
-                raise PepError(E.BAD_REQUEST, "<affiliations/> lists <affiliation jid= affiliation=/>")
-            try:
-                jid = JID.parse(a.get("jid")).bare
-            except InvalidJID as exc:
-                raise PepError(E.JID_MALFORMED, str(exc)) from None
-            aff = a.get("affiliation")
-            if jid == owner:
-                if aff != "owner":
-                    raise PepError(E.NOT_ACCEPTABLE, "the owner's affiliation cannot change")
-                continue
-            if aff == "none":
-                changes[str(jid)] = None
-            elif aff in ("member", "publisher"):
-                if aff == "publisher":
-                    raise PepError(E.NOT_ACCEPTABLE, "only the owner publishes to a PEP node")
-                changes[str(jid)] = aff
-            else:
-                raise PepError(E.NOT_ACCEPTABLE, f"affiliation {aff!r} is not offered (member or none)")
-        async with self.locks(owner):
-            node = await self._existing(owner, name)
-            try:
-                await self.store.set_affiliations(node.id, changes,
-                                                  max_members=self.options["max_members_per_node"])
-            except TooManyMembers:
-                raise PepError(E.NOT_ALLOWED, f"a node may have at most "
-                               f"{self.options['max_members_per_node']} members") from None
-        return self._result(req)
-

@@ -4,7 +4,8 @@ Part of :mod:`xmppd.modules.pep`: the pubsub#node_config fields PEP honours,
 how a submitted form (node configuration or publish-options) becomes a
 :class:`~xmppd.storage.pubsub.NodeConfig`, the precondition check of a
 publish to an existing node, and the configuration form a client is shown.
-Also the error type every PEP request raises (:class:`PepError`).
+Also the error type every PEP request raises (:class:`PepError`) and the
+small request helpers the request handlers share (node name, owner checks).
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from typing import Any, Callable
 from xml.etree.ElementTree import Element, SubElement
 
 from ..errors import StanzaErrorCondition as E
+from ..jid import JID
 from ..storage.pubsub import (
     ACCESS_MODELS,
+    MAX_NODE_BYTES,
     MAX_ROSTER_GROUPS,
     PUBLISH_MODELS,
     SEND_LAST_VALUES,
     Node,
     NodeConfig,
+    PubsubStore,
 )
 from ..stream.c2s import iq_error
 
 __all__ = ["NS_PUBSUB", "NS_OWNER", "NS_EVENT", "NS_ERRORS", "NS_XDATA", "FORM_NODE_CONFIG",
-           "FORM_PUBLISH_OPTIONS", "P", "O", "X", "TRUE_VALUES", "PepError", "NodeForms", "form_fields",
-           "unsupported"]
+           "FORM_PUBLISH_OPTIONS", "IQ", "P", "O", "X", "TRUE_VALUES", "PepError", "NodeForms", "form_fields",
+           "unsupported", "owner_of", "node_name", "only_owner", "existing", "guard", "result"]
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_OWNER = NS_PUBSUB + "#owner"
@@ -35,6 +39,7 @@ NS_ERRORS = NS_PUBSUB + "#errors"
 NS_XDATA = "jabber:x:data"
 FORM_NODE_CONFIG = NS_PUBSUB + "#node_config"
 FORM_PUBLISH_OPTIONS = NS_PUBSUB + "#publish-options"
+IQ = "{jabber:client}iq"
 P, O, X = f"{{{NS_PUBSUB}}}", f"{{{NS_OWNER}}}", f"{{{NS_XDATA}}}"
 
 TRUE_VALUES, FALSE_VALUES = frozenset({"1", "true"}), frozenset({"0", "false"})
@@ -60,6 +65,51 @@ class PepError(Exception):
 
 def unsupported(feature: str, text: str) -> PepError:
     return PepError(E.FEATURE_NOT_IMPLEMENTED, text, "unsupported", {"feature": feature})
+
+
+# ---------------------------------------------------------------- request helpers
+def owner_of(session, req: Element) -> JID:
+    """The account whose PEP service ``req`` is for (``to``, else the sender's own)."""
+    to = req.get("to")
+    if to is None:
+        return session.jid.bare
+    return JID.parse(to).bare  # the router parsed it already
+
+
+def node_name(el: Element, *, required: bool = True) -> str:
+    name = el.get("node")
+    if not name:
+        if required:
+            raise PepError(E.BAD_REQUEST, f"<{el.tag.partition('}')[2]}/> needs a 'node' attribute",
+                           "nodeid-required")
+        return ""
+    if len(name.encode("utf-8")) > MAX_NODE_BYTES:
+        raise PepError(E.NOT_ACCEPTABLE, f"node names are limited to {MAX_NODE_BYTES} bytes")
+    return name
+
+
+def only_owner(session, owner: JID, what: str) -> None:
+    if session.jid.bare != owner:
+        raise PepError(E.FORBIDDEN, f"only {owner} may {what} its personal eventing nodes")
+
+
+async def existing(store: PubsubStore, owner: JID, name: str) -> Node:
+    node = await store.node(owner.local or "", owner.domain, name)
+    if node is None:
+        raise PepError(E.ITEM_NOT_FOUND, f"{owner} has no node {name}")
+    return node
+
+
+async def guard(req: Element, coro) -> Element | None:
+    """Await a request handler; a :class:`PepError` becomes its error reply."""
+    try:
+        return await coro
+    except PepError as err:
+        return err.reply(req)
+
+
+def result(req: Element) -> Element:
+    return Element(IQ, {"type": "result"})
 
 
 # ---------------------------------------------------------------- data forms

@@ -170,8 +170,11 @@ async def test_one_sender_cannot_take_more_than_its_share_of_an_offline_store_ot
 
 async def test_a_second_users_offline_message_is_stored_while_a_first_user_floods_another_recipient(
         make_server, clients, pki, monkeypatch):
-    # the per-sender backlog limit; before the fix the only limit was node-wide (the constant,
-    # set to the same number here): one flood made every other user's offline message bounce
+    # The backlog limit is per sending account (max_pending_per_sender = 20).  Before the fix
+    # the only limit was node-wide, the constant MAX_PENDING_STORES; it is set to the same 20
+    # here so that this test shows the old behaviour with a small flood (one user's flood made
+    # every other user's offline message bounce "offline storage busy").  The fixed module has
+    # no such constant: setting it changes nothing there.
     import xmppd.modules.offline as offline_module
 
     monkeypatch.setattr(offline_module, "MAX_PENDING_STORES", 20, raising=False)

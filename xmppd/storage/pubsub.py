@@ -376,7 +376,9 @@ class PubsubStore:
         ``item_ids`` (unknown ids are skipped).  ``max_bytes`` bounds the total
         payload size: the newest items that fit are returned."""
         it = pubsub_items_table
-        q = select(it.c.seq, it.c.size).where(it.c.node_id == node_id)
+        # length(payload), not the size column: the engine reads a blob's length from the row
+        # header, while a column stored after a large payload is only reached through it
+        q = select(it.c.seq, func.length(it.c.payload)).where(it.c.node_id == node_id)
         if item_ids is not None:
             if not item_ids:
                 return []

@@ -122,12 +122,15 @@ class OfflineStore:
         key = (domain, user)
         who = _bare(sender)
         size = len(data)
+        usage = self._usage.get(key)
+        if usage is not None:
+            self._usage.move_to_end(key)
+            verdict = _verdict(usage, who, size, max_per_user, max_bytes, sender_share)
+            if verdict is not Stored.OK:
+                return verdict  # refused without touching the database (a flood costs no I/O)
         async with self._engine.begin() as conn:
-            usage = self._usage.get(key)
             if usage is None:
                 usage = await self._load_usage(conn, user, domain)
-            else:
-                self._usage.move_to_end(key)
             verdict = _verdict(usage, who, size, max_per_user, max_bytes, sender_share)
             if verdict is Stored.OK:
                 await conn.execute(t.insert().values(domain=domain, username=user, stored_at=when,

@@ -353,7 +353,7 @@ class Pep(Module):
                 create = node.config
             else:
                 create = self.forms.config_from(x, form_type=FORM_PUBLISH_OPTIONS, base=NodeConfig(),
-                                           condition=E.CONFLICT, app="precondition-not-met")
+                                                condition=E.CONFLICT, app="precondition-not-met")
             try:
                 node, _created = await self.store.publish(
                     owner.local or "", owner.domain, name, item_id, str(owner), payload, now,
@@ -398,7 +398,7 @@ class Pep(Module):
                 raise PepError(E.BAD_REQUEST, "<configure/> holds one jabber:x:data form")
             x = xs[0] if xs else None
         config = self.forms.config_from(x, form_type=FORM_NODE_CONFIG, base=NodeConfig(),
-                                   condition=E.NOT_ACCEPTABLE, app=None)
+                                        condition=E.NOT_ACCEPTABLE, app=None)
         now = _dt.datetime.now(_dt.timezone.utc)
         async with self.locks(owner):
             try:

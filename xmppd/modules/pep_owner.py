@@ -122,7 +122,7 @@ class OwnerRequests:
         async with self.pep.locks(owner):
             node = await existing(self.pep.store, owner, name)
             config = self.pep.forms.config_from(x, form_type=FORM_NODE_CONFIG, base=node.config,
-                                       condition=E.NOT_ACCEPTABLE, app=None)
+                                                condition=E.NOT_ACCEPTABLE, app=None)
             await self.pep.store.configure(node.id, config)
         return result(req)
 
@@ -151,8 +151,8 @@ class OwnerRequests:
         async with self.pep.locks(owner):
             node = await existing(self.pep.store, owner, name)
             try:
-                await self.pep.store.set_affiliations(node.id, changes,
-                                                  max_members=self.pep.options["max_members_per_node"])
+                await self.pep.store.set_affiliations(
+                    node.id, changes, max_members=self.pep.options["max_members_per_node"])
             except TooManyMembers:
                 raise PepError(E.NOT_ALLOWED, f"a node may have at most "
                                f"{self.pep.options['max_members_per_node']} members") from None

@@ -286,3 +286,35 @@ async def test_a_burst_beyond_the_write_queue_limit_is_archived_completely(serve
         assert paused  # the sender was paused at least once, and resumed (all 300 were relayed)
     finally:
         await alice.raw.close()
+
+
+async def test_max_per_user_is_enforced_at_write_the_oldest_messages_are_dropped_like_a_ring(
+        make_server, clients, pki):
+    server = await make_server({"modules": {"mam": {"max_per_user": 5}}})
+    alice = await owner_login(server, pki)
+    try:
+        bob = await peer(clients, pki, server, "bob")
+        carol = await peer(clients, pki, server, "carol")
+        for i in range(12):
+            await alice.raw.send(f"<message to='bob@localhost' type='chat' id='r{i}'><body>ring {i}</body></message>")
+        for i in range(12):  # every message is still delivered: the quota only concerns the archive
+            assert (await bob.next_message())["body"] == f"ring {i}"
+        results, iq, _ = await alice.query(rsm(max_=50))
+        assert bodies(results) == [f"ring {i}" for i in range(7, 12)]
+        assert fin_set(iq)["count"] == 5
+        # bob's copy of the same conversation is limited the same way, in his own archive
+        bob.register_plugin("xep_0313")
+        res = await bob.plugin["xep_0313"].retrieve(timeout=10)
+        assert [r["mam_result"]["forwarded"]["stanza"]["body"] for r in res["mam"]["results"]] == \
+            [f"ring {i}" for i in range(7, 12)]
+        # another account is untouched, and archiving goes on for alice
+        carol.send_message(mto="alice@localhost", mbody="hi from carol", mtype="chat")
+        await alice.raw.read_until(b"hi from carol")
+        results, iq, _ = await alice.query(rsm(max_=50))
+        assert bodies(results) == [f"ring {i}" for i in range(8, 12)] + ["hi from carol"]
+        carol.register_plugin("xep_0313")
+        res = await carol.plugin["xep_0313"].retrieve(timeout=10)
+        assert [r["mam_result"]["forwarded"]["stanza"]["body"] for r in res["mam"]["results"]] == \
+            ["hi from carol"]
+    finally:
+        await alice.raw.close()

@@ -176,3 +176,59 @@ async def test_failed_reconfigure_and_retract_of_a_missing_item_change_nothing(s
         assert JID.parse("alice@localhost") == server.sessions.resources(JID.parse("alice@localhost"))[0].jid.bare
     finally:
         await alice.close()
+
+
+def payload(n: int) -> str:
+    return f"<v xmlns='urn:v'>{'x' * n}</v>"
+
+
+async def assert_quota_refused_and_session_goes_on(server, raw, other, answer: bytes, what: str,
+                                                   refused_node: str) -> None:
+    cond, app, text = error_of(answer)
+    assert (cond, app) == ("policy-violation", None), answer
+    assert what in text and "retract or purge items first" in text, text
+    mod = next(m for m in server.modules if m.name == "pep")
+    # nothing of the refused publish is stored: its node was not even auto-created
+    assert await mod.store.node("alice", "localhost", refused_node) is None
+    # re-publishing an existing item id does not add to the total: still accepted
+    again = await ask(raw, "re", publish("re", "urn:a", f"<item id='i0'>{payload(10)}</item>"))
+    assert b"type='result'" in again, again
+    got = await ask(raw, "g1", get_items("g1", "urn:a"))
+    assert payload(10).encode() in got
+    # another account is not affected
+    ok = await ask(other, "o1", publish("o1", "urn:a", f"<item id='j'>{payload(1500)}</item>"))
+    assert b"type='result'" in ok, ok
+
+
+async def test_a_publish_over_the_accounts_total_items_is_policy_violation_and_nothing_is_stored(
+        make_server, pki):
+    server = await make_server({"modules": {"pep": {"max_items_per_account": 3}}})
+    raw = await raw_login(server, pki, "alice", "quota-n")
+    other = await raw_login(server, pki, "bob", "quota-n")
+    try:
+        for i, node in enumerate(("urn:a", "urn:b", "urn:c")):  # the quota is per account, over its nodes
+            ok = await ask(raw, f"p{i}", publish(f"p{i}", node, f"<item id='i{i}'>{payload(10)}</item>"))
+            assert b"type='result'" in ok, ok
+        answer = await ask(raw, "p3", publish("p3", "urn:d", f"<item id='i3'>{payload(10)}</item>"))
+        await assert_quota_refused_and_session_goes_on(
+            server, raw, other, answer, "at most 3 items over all its nodes", "urn:d")
+    finally:
+        await raw.close()
+        await other.close()
+
+
+async def test_a_publish_over_the_accounts_total_payload_bytes_is_policy_violation_and_nothing_is_stored(
+        make_server, pki):
+    server = await make_server({"modules": {"pep": {"max_bytes_per_account": 4096, "max_item_bytes": 2048}}})
+    raw = await raw_login(server, pki, "alice", "quota-b")
+    other = await raw_login(server, pki, "bob", "quota-b")
+    try:
+        for i, node in enumerate(("urn:a", "urn:b")):
+            ok = await ask(raw, f"p{i}", publish(f"p{i}", node, f"<item id='i{i}'>{payload(1500)}</item>"))
+            assert b"type='result'" in ok, ok
+        answer = await ask(raw, "p2", publish("p2", "urn:c", f"<item id='i2'>{payload(1500)}</item>"))
+        await assert_quota_refused_and_session_goes_on(
+            server, raw, other, answer, "at most 4096 bytes of item payloads", "urn:c")
+    finally:
+        await raw.close()
+        await other.close()

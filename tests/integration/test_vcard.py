@@ -36,16 +36,35 @@ async def test_vcard_of_a_user_without_one_is_item_not_found(server, clients, pk
     assert err.value.condition == "item-not-found"
 
 
-async def test_oversized_vcard_is_not_acceptable_and_not_stored(make_server, clients, pki):
+async def test_oversized_vcard_is_not_acceptable_the_stored_one_is_kept_and_the_session_goes_on(
+        make_server, clients, pki):
+    """XEP-0054 names no error for a size limit; like XEP-0060 §7.1.3.4 for a payload over a
+    service-defined limit: not-acceptable (type modify) with a <text/> giving the limit."""
     server = await make_server({"modules": {"vcard": {"max_bytes": 1024}}})
     alice = await vclient(clients, pki, server, "alice")
-    vc = alice.plugin["xep_0054"].make_vcard()
-    vc["FN"] = "x" * 2000
+    bob = await vclient(clients, pki, server, "bob")
+    vcards = alice.plugin["xep_0054"]
+    vc = vcards.make_vcard()
+    vc["FN"] = "Alice"
+    await vcards.publish_vcard(vc, timeout=10)
+    big = vcards.make_vcard()
+    big["FN"] = "x" * 2000
     with pytest.raises(IqError) as err:
-        await alice.plugin["xep_0054"].publish_vcard(vc, timeout=10)
-    assert err.value.condition == "not-acceptable" and "limit is 1024" in err.value.text
-    mine = await alice.plugin["xep_0054"].get_vcard(local=False, cached=False, timeout=10)
-    assert mine["vcard_temp"]["FN"] == ""
+        await vcards.publish_vcard(big, timeout=10)
+    assert err.value.condition == "not-acceptable" and err.value.etype == "modify"
+    assert "vCard too large" in err.value.text and "limit is 1024" in err.value.text
+    # nothing replaced: the previous vCard is still served, to the owner and to others
+    mine = await vcards.get_vcard(local=False, cached=False, timeout=10)
+    assert mine["vcard_temp"]["FN"] == "Alice"
+    theirs = await bob.plugin["xep_0054"].get_vcard("alice@localhost", local=False, cached=False, timeout=10)
+    assert theirs["vcard_temp"]["FN"] == "Alice"
+    # the session goes on: a vCard within the limit is accepted; another account is not affected
+    vc["FN"] = "Alice L."
+    await vcards.publish_vcard(vc, timeout=10)
+    assert (await vcards.get_vcard(local=False, cached=False, timeout=10))["vcard_temp"]["FN"] == "Alice L."
+    other = bob.plugin["xep_0054"].make_vcard()
+    other["FN"] = "Bob"
+    await bob.plugin["xep_0054"].publish_vcard(other, timeout=10)
 
 
 async def test_another_user_cannot_set_my_vcard(server, clients, pki):

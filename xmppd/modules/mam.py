@@ -19,6 +19,12 @@ payload untouched): an OMEMO ``<encrypted/>`` comes back byte-identical
 inside ``<forwarded/>``.  The stanza-id is inserted into the delivered bytes
 by byte insertion (hook ``message_stamp``), not stored in the archived copy.
 
+Quota: ``max_per_user`` messages per account, enforced when the writer
+commits a batch: the account's oldest messages are dropped in the same
+transaction (a ring: the newest messages, the ones clients sync, are always
+archived; refusing would lose exactly those).  The hourly purge still trims
+too, as a safety net.  See storage.mam for how this avoids a count per row.
+
 Preferences: only the default is kept, per account.  ``always`` and
 ``roster`` both archive 1:1 messages (there is no roster check: "roster" is
 treated as "always", and the reply says ``default='roster'`` as stored);
@@ -91,7 +97,8 @@ class Mam(Module):
         "default_page_size": (int, 50),
         # delete archived messages older than this many days (0 = keep forever)
         "retention_days": (int, 0),
-        # most messages kept per account; the oldest go first at the periodic purge (0 = no limit)
+        # most messages kept per account, enforced at write: an archive write that takes an
+        # account over it drops that account's oldest messages (a ring) (0 = no limit)
         "max_per_user": (int, 100_000),
     }
 
@@ -312,7 +319,7 @@ class Mam(Module):
             rows.append((owner.local, owner.domain, archive_id, now, str(peer.bare), peer.resource, data))
         for attempt in range(WRITE_RETRIES + 1):
             try:
-                await self.store.append_many(rows)
+                await self.store.append_many(rows, max_per_user=self.max_per_user)
                 return
             except Exception:  # noqa: BLE001 - database busy/unreachable: retry, then row by row
                 if attempt == WRITE_RETRIES:
@@ -323,7 +330,7 @@ class Mam(Module):
         lost = 0
         for row in rows:  # one bad row must not take the whole batch with it
             try:
-                await self.store.append_many([row])
+                await self.store.append_many([row], max_per_user=self.max_per_user)
             except Exception:  # noqa: BLE001
                 lost += 1
         if lost:

@@ -8,7 +8,12 @@ Spec references:
                   the server; none stored → item-not-found
 
 The vCard is stored as sent (serialized element), limited to ``max_bytes``
-(``not-acceptable`` beyond).
+per account (the quota: one vCard per account, so this bounds the account's
+vCard storage).  XEP-0054 names no error for it ("an IQ-result (or an
+IQ-error)"); a set over the limit gets ``not-acceptable`` (type modify) with a
+<text/> giving the size and the limit, as XEP-0060 §7.1.3.4 answers a payload
+over a service-defined limit (a vCard avatar is the same data as a PEP one),
+and the stored vCard is kept.
 """
 
 from __future__ import annotations

@@ -7,10 +7,22 @@ and the other party (``with_bare`` + ``with_resource``).  Order is ``seq``
 (insertion order), which is also time order.  Paging follows XEP-0059: a page
 is always returned oldest first; ``count`` and ``first_index`` describe the
 whole filtered result set.  SQLite and PostgreSQL, same code.
+
+``max_per_user`` is enforced at write, as a ring: :meth:`MamStore.append_many`
+deletes an account's oldest rows in the same transaction that takes it over
+the limit, so an account never holds more (refusing instead would stop
+archiving the newest messages, which are the ones a client syncs).  The
+check costs no count per message: the store keeps each account's row count in
+memory (:data:`COUNT_CACHE_ACCOUNTS` accounts, least recently used dropped
+first), counted once with the indexed owner count and kept exact by every
+write and delete this store makes (a purge or trim forgets them all).  This
+assumes the server process is the only writer of the table (true of a single
+node).
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 from dataclasses import dataclass
 
@@ -33,11 +45,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .engine import UtcDateTime, metadata
 
 __all__ = ["ArchivedMessage", "Page", "UnknownId", "MamStore", "mam_table", "mam_prefs_table",
-           "PREF_DEFAULTS"]
+           "PREF_DEFAULTS", "COUNT_CACHE_ACCOUNTS"]
 
 _PART_LEN = 1023  # RFC 7622 §3
 _ID_LEN = 64
 PREF_DEFAULTS = ("always", "never", "roster")
+#: accounts whose archive row count is kept in memory (for ``max_per_user`` at write)
+COUNT_CACHE_ACCOUNTS = 100_000
 
 mam_table = Table(
     "mam_messages",
@@ -100,20 +114,69 @@ class MamStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        #: (domain, user) -> rows archived, exact (see the module docstring)
+        self._counts: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
 
     async def append(self, user: str, domain: str, archive_id: str, ts: _dt.datetime,
-                     with_bare: str, with_resource: str | None, data: bytes) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(mam_table.insert().values(
-                domain=domain, username=user, archive_id=archive_id, ts=ts, with_bare=with_bare,
-                with_resource=with_resource or None, data=data))
+                     with_bare: str, with_resource: str | None, data: bytes, *,
+                     max_per_user: int = 0) -> int:
+        return await self.append_many([(user, domain, archive_id, ts, with_bare, with_resource, data)],
+                                      max_per_user=max_per_user)
 
-    async def append_many(self, rows: "list[tuple]") -> None:
+    async def append_many(self, rows: "list[tuple]", *, max_per_user: int = 0) -> int:
         """Archive several messages in ONE transaction (a multi-row executemany),
         in list order (``seq`` follows it).  Each row is ``(user, domain,
-        archive_id, ts, with_bare, with_resource, data)``, as for :meth:`append`."""
+        archive_id, ts, with_bare, with_resource, data)``, as for :meth:`append`.
+        With ``max_per_user``, an account taken over it loses its oldest rows in
+        the same transaction (a ring).  Returns the number of rows so dropped."""
         if not rows:
-            return
+            return 0
+        added: dict[tuple[str, str], int] = {}
+        for row in rows:
+            key = (row[1], row[0])
+            added[key] = added.get(key, 0) + 1
+        try:
+            async with self._engine.begin() as conn:
+                await self._insert(conn, rows)
+                counts, dropped = await self._ring(conn, added, max_per_user)
+        except BaseException:
+            for key in added:  # unknown whether it committed: count again next time
+                self._counts.pop(key, None)
+            raise
+        for key, n in counts.items():
+            self._counts[key] = n
+            self._counts.move_to_end(key)
+        while len(self._counts) > COUNT_CACHE_ACCOUNTS:
+            self._counts.popitem(last=False)
+        return dropped
+
+    async def _ring(self, conn, added: dict[tuple[str, str], int], max_per_user: int
+                    ) -> tuple[dict[tuple[str, str], int], int]:
+        """New row counts of the accounts in ``added`` (rows just inserted), after
+        dropping the oldest rows beyond ``max_per_user`` (0 = no limit)."""
+        t = mam_table
+        counts: dict[tuple[str, str], int] = {}
+        dropped = 0
+        if not max_per_user:  # no limit: nothing to count; forget what would now be stale
+            for key in added:
+                self._counts.pop(key, None)
+            return counts, dropped
+        for (domain, user), k in added.items():
+            n = self._counts.get((domain, user))
+            owner = and_(t.c.domain == domain, t.c.username == user)
+            if n is None:  # once per account: the indexed count, the new rows included
+                n = int(await conn.scalar(select(func.count()).select_from(t).where(owner)) or 0)
+            else:
+                n += k
+            if n > max_per_user:
+                oldest = select(t.c.seq).where(owner).order_by(t.c.seq).limit(n - max_per_user)
+                result = await conn.execute(delete(t).where(t.c.seq.in_(oldest.scalar_subquery())))
+                dropped += result.rowcount or 0
+                n = max_per_user
+            counts[(domain, user)] = n
+        return counts, dropped
+
+    async def _insert(self, conn, rows: "list[tuple]") -> None:
         dialect = self._engine.dialect
         if dialect.name == "sqlite":
             # fast path: the driver's executemany with the column values SQLAlchemy would bind
@@ -126,14 +189,12 @@ class MamStore:
                 if db_ts is None:
                     db_ts = stamps[ts] = to_db(ts)
                 params.append((domain, user, archive_id, db_ts, with_bare, with_resource or None, data))
-            async with self._engine.begin() as conn:
-                await conn.exec_driver_sql(_SQLITE_INSERT, params)
+            await conn.exec_driver_sql(_SQLITE_INSERT, params)
             return
         params = [dict(domain=domain, username=user, archive_id=archive_id, ts=ts, with_bare=with_bare,
                        with_resource=with_resource or None, data=data)
                   for user, domain, archive_id, ts, with_bare, with_resource, data in rows]
-        async with self._engine.begin() as conn:
-            await conn.execute(mam_table.insert(), params)
+        await conn.execute(mam_table.insert(), params)
 
     async def query(self, user: str, domain: str, *, max_items: int,
                     with_bare: str | None = None, with_resource: str | None = None,
@@ -197,6 +258,8 @@ class MamStore:
         """Retention: delete every message older than ``cutoff``."""
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(mam_table).where(mam_table.c.ts < cutoff))
+        if result.rowcount:
+            self._counts.clear()  # counted again at each account's next write
         return result.rowcount or 0
 
     async def trim(self, max_per_user: int, *, max_accounts: int = 1000) -> int:
@@ -216,6 +279,8 @@ class MamStore:
                 result = await conn.execute(delete(t).where(t.c.domain == domain, t.c.username == user,
                                                             t.c.seq <= cutoff))
                 removed += result.rowcount or 0
+        if removed:
+            self._counts.clear()
         return removed
 
     async def remove_user(self, user: str, domain: str) -> int:
@@ -224,6 +289,7 @@ class MamStore:
                 mam_table.c.domain == domain, mam_table.c.username == user))
             await conn.execute(delete(mam_prefs_table).where(
                 mam_prefs_table.c.domain == domain, mam_prefs_table.c.username == user))
+        self._counts.pop((domain, user), None)
         return result.rowcount or 0
 
     # ------------------------------------------------------------ preferences

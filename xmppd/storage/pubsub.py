@@ -14,8 +14,14 @@ SQLite and PostgreSQL:
 
 Everything is bounded by named limits handed in by the caller
 (``max_items`` per node from the node's configuration, ``max_nodes`` per
-account, ``max_members`` per whitelist) plus :data:`MAX_NODE_BYTES` /
-:data:`MAX_ITEM_ID_BYTES` for names.  Writes of one account are expected to
+account, ``max_members`` per whitelist, and per account the total items and
+payload bytes over all its nodes: ``account_items`` / ``account_bytes`` of
+:meth:`PubsubStore.publish`) plus :data:`MAX_NODE_BYTES` /
+:data:`MAX_ITEM_ID_BYTES` for names.  The account totals are checked in the
+publish transaction, after the item is written and the node trimmed, with one
+aggregate over the account's items (``length(payload)``: the engine reads the
+stored length, not the payload): exact whatever the publish replaced or
+dropped, and a publish is rare next to a message.  Writes of one account are expected to
 be serialised by the caller (``modules.pep`` holds a per-account lock); the
 unique constraints keep the tables consistent even if they are not.
 """
@@ -54,7 +60,9 @@ __all__ = [
     "ACCESS_MODELS", "SEND_LAST_VALUES", "PUBLISH_MODELS",
     "DEFAULT_MAX_ITEMS_PER_NODE", "DEFAULT_MAX_NODES", "DEFAULT_MAX_ITEM_BYTES",
     "DEFAULT_MAX_MEMBERS", "MAX_NODE_BYTES", "MAX_ITEM_ID_BYTES", "MAX_ROSTER_GROUPS",
+    "DEFAULT_MAX_ACCOUNT_ITEMS", "DEFAULT_MAX_ACCOUNT_BYTES",
     "NodeConfig", "Node", "Item", "PubsubStore", "NodeExists", "TooManyNodes", "TooManyMembers",
+    "AccountQuotaExceeded",
     "pubsub_nodes_table", "pubsub_items_table", "pubsub_affiliations_table",
 ]
 
@@ -74,6 +82,10 @@ DEFAULT_MAX_NODES = 1000
 DEFAULT_MAX_ITEM_BYTES = 128 * 1024
 #: whitelist members per node (``[modules.pep] max_members_per_node``)
 DEFAULT_MAX_MEMBERS = 1000
+#: items over all of an account's nodes (``[modules.pep] max_items_per_account``)
+DEFAULT_MAX_ACCOUNT_ITEMS = 10_000
+#: payload bytes over all of an account's nodes (``[modules.pep] max_bytes_per_account``)
+DEFAULT_MAX_ACCOUNT_BYTES = 16 * 1024 * 1024
 #: UTF-8 bytes of a node name / of an item id (indexed columns: keeps every
 #: key well inside PostgreSQL's b-tree entry limit)
 MAX_NODE_BYTES = 512
@@ -136,6 +148,16 @@ class TooManyNodes(Exception):
 
 class TooManyMembers(Exception):
     """The whitelist already has ``max_members`` members."""
+
+
+class AccountQuotaExceeded(Exception):
+    """A publish would take the account over its total items or bytes (nothing stored)."""
+
+    def __init__(self, what: str, total: int, limit: int) -> None:
+        super().__init__(f"{what}: {total} > {limit}")
+        self.what = what  # "items" or "bytes"
+        self.total = total
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +303,15 @@ class PubsubStore:
     # ------------------------------------------------------------ items
     async def publish(self, user: str, domain: str, name: str, item_id: str, publisher: str,
                       payload: bytes, when: _dt.datetime, *, create_config: NodeConfig,
-                      max_nodes: int) -> tuple[Node, bool]:
+                      max_nodes: int, account_items: int | None = None,
+                      account_bytes: int | None = None) -> tuple[Node, bool]:
         """Store an item (replacing one with the same id, which becomes the
         newest); the node is created with ``create_config`` if missing
         (XEP-0060 §7.1.4 auto-create).  Items beyond the node's limit are
         dropped, oldest first, in the same transaction.  Returns (node, created).
-        Raises :class:`TooManyNodes` (nothing stored)."""
+        Raises :class:`TooManyNodes` or :class:`AccountQuotaExceeded` (the
+        account would hold more than ``account_items`` items or
+        ``account_bytes`` payload bytes over all its nodes); nothing stored."""
         nt, it = pubsub_nodes_table, pubsub_items_table
         for attempt in range(_RETRIES):
             try:
@@ -303,11 +328,36 @@ class PubsubStore:
                         node_id=node.id, item_id=item_id, publisher=publisher, payload=payload,
                         size=len(payload), updated_at=when))
                     await self._trim(conn, node.id, node.config.kept_items)
+                    if account_items is not None or account_bytes is not None:
+                        await self._check_account(conn, user, domain, account_items, account_bytes)
                 return node, created
             except (IntegrityError, NodeExists):
                 if attempt == _RETRIES - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _check_account(conn, user: str, domain: str, max_items: int | None,
+                             max_bytes: int | None) -> None:
+        nt, it = pubsub_nodes_table, pubsub_items_table
+        nodes = select(nt.c.id).where(nt.c.domain == domain, nt.c.username == user).scalar_subquery()
+        n, total = (await conn.execute(
+            select(func.count(), func.coalesce(func.sum(func.length(it.c.payload)), 0))
+            .where(it.c.node_id.in_(nodes)))).one()
+        if max_items is not None and n > max_items:
+            raise AccountQuotaExceeded("items", int(n), max_items)  # rolls the transaction back
+        if max_bytes is not None and total > max_bytes:
+            raise AccountQuotaExceeded("bytes", int(total), max_bytes)
+
+    async def account_usage(self, user: str, domain: str) -> tuple[int, int]:
+        """(items, payload bytes) over all of the account's nodes."""
+        nt, it = pubsub_nodes_table, pubsub_items_table
+        nodes = select(nt.c.id).where(nt.c.domain == domain, nt.c.username == user).scalar_subquery()
+        async with self._engine.connect() as conn:
+            n, total = (await conn.execute(
+                select(func.count(), func.coalesce(func.sum(func.length(it.c.payload)), 0))
+                .where(it.c.node_id.in_(nodes)))).one()
+        return int(n), int(total)
 
     @staticmethod
     async def _trim(conn, node_id: int, keep: int) -> int:
@@ -326,7 +376,9 @@ class PubsubStore:
         ``item_ids`` (unknown ids are skipped).  ``max_bytes`` bounds the total
         payload size: the newest items that fit are returned."""
         it = pubsub_items_table
-        q = select(it.c.seq, it.c.size).where(it.c.node_id == node_id)
+        # length(payload), not the size column: the engine reads a blob's length from the row
+        # header, while a column stored after a large payload is only reached through it
+        q = select(it.c.seq, func.length(it.c.payload)).where(it.c.node_id == node_id)
         if item_ids is not None:
             if not item_ids:
                 return []

@@ -114,3 +114,26 @@ async def test_append_many_inserts_in_order_in_one_call_with_exact_bytes(db_engi
     assert [p.with_resource for p in page.items] == [r[5] for r in rows]
     page = await store.query("carol", D, max_items=100, start=T0 + dt.timedelta(seconds=2))
     assert bodies(page) == [f"c{i}" for i in range(6, 25)]
+
+
+async def test_max_per_user_is_enforced_at_write_by_dropping_the_oldest_rows(mam, db_engine):
+    # alice holds id0..id4; a write with a limit of 3 keeps the newest 3 (a ring)
+    row = ("alice", D, "id5", T0 + dt.timedelta(minutes=5), "bob@example.org", None, b"<message/>")
+    assert await mam.append_many([row], max_per_user=3) == 3
+    assert bodies(await mam.query("alice", D, max_items=10)) == ["id3", "id4", "id5"]
+    # a batch with several rows of several accounts: each account is kept at the limit
+    batch = [("alice", D, f"id{i}", T0 + dt.timedelta(minutes=i), "bob@example.org", None, b"<m/>")
+             for i in range(6, 9)] + [("bob", D, "b1", T0, "alice@example.org", None, b"<m/>")]
+    assert await mam.append_many(batch, max_per_user=3) == 3
+    assert bodies(await mam.query("alice", D, max_items=10)) == ["id6", "id7", "id8"]
+    assert bodies(await mam.query("bob", D, max_items=10)) == ["b0", "b1"]
+    # a fresh store (a restarted server) counts what is there and keeps the ring exact
+    fresh = MamStore(db_engine)
+    await fresh.append("alice", D, "id9", T0 + dt.timedelta(minutes=9), "bob@example.org", None, b"<m/>",
+                       max_per_user=3)
+    assert bodies(await fresh.query("alice", D, max_items=10)) == ["id7", "id8", "id9"]
+    # after a purge the counts are taken again: nothing more than needed is dropped
+    assert await fresh.purge_before(T0 + dt.timedelta(minutes=8)) >= 1  # id7 (and bob's)
+    await fresh.append("alice", D, "id10", T0 + dt.timedelta(minutes=10), "bob@example.org", None, b"<m/>",
+                       max_per_user=3)
+    assert bodies(await fresh.query("alice", D, max_items=10)) == ["id8", "id9", "id10"]

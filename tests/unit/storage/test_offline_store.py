@@ -65,3 +65,44 @@ async def test_remove_user_empties_the_account(store):
     await store.store("bob", "example.org", "a@example.org", b"<m/>", T0, max_per_user=10)
     assert await store.remove_user("bob", "example.org") == 1
     assert await store.count("bob", "example.org") == 0
+
+
+async def test_store_refuses_beyond_max_bytes_and_says_why(store):
+    from xmppd.storage.offline import Stored
+
+    assert await store.store("bob", "example.org", "a@example.org/x", b"x" * 600, T0,
+                             max_per_user=10, max_bytes=1000) is Stored.OK
+    assert await store.store("bob", "example.org", "c@example.org/y", b"y" * 401, T0,
+                             max_per_user=10, max_bytes=1000) is Stored.BYTES
+    assert await store.store("bob", "example.org", "c@example.org/y", b"y" * 400, T0,
+                             max_per_user=10, max_bytes=1000) is Stored.OK
+    assert await store.count("bob", "example.org") == 2
+
+
+async def test_one_sender_cannot_take_more_than_its_share_of_an_account_but_others_can(store):
+    from xmppd.storage.offline import Stored
+
+    limits = dict(max_per_user=4, max_bytes=10_000, sender_share=0.5)
+    for resource in ("r1", "r2"):  # the share is per bare JID, whatever the resource
+        assert await store.store("bob", "example.org", f"spam@example.org/{resource}", b"<m/>", T0, **limits)
+    assert await store.store("bob", "example.org", "spam@example.org/r3", b"<m/>", T0,
+                             **limits) is Stored.SENDER_SHARE
+    assert await store.store("bob", "example.org", "friend@example.org/a", b"<m/>", T0, **limits)
+    # the byte share too: half of 10,000 bytes for one sender
+    assert await store.store("carol", "example.org", "big@example.org/a", b"z" * 5001, T0,
+                             **limits) is Stored.SENDER_SHARE
+    assert await store.count("bob", "example.org") == 3
+
+
+async def test_quota_usage_survives_a_new_store_object_and_follows_deliveries(store, db_engine):
+    limits = dict(max_per_user=2)
+    assert await store.store("bob", "example.org", "a@example.org", b"<m1/>", T0, **limits)
+    assert await store.store("bob", "example.org", "a@example.org", b"<m2/>", T0, **limits)
+    # a restarted server (fresh object, no cached usage) counts what the database holds
+    fresh = OfflineStore(db_engine)
+    assert not await fresh.store("bob", "example.org", "a@example.org", b"<m3/>", T0, **limits)
+    # delivering one frees one place
+    rows = await fresh.fetch("bob", "example.org")
+    assert await fresh.delete("bob", "example.org", [rows[0].seq]) == 1
+    assert await fresh.store("bob", "example.org", "a@example.org", b"<m3/>", T0, **limits)
+    assert not await fresh.store("bob", "example.org", "a@example.org", b"<m4/>", T0, **limits)

@@ -140,3 +140,25 @@ async def test_remove_user_deletes_every_node(store):
     await publish(store, "b", "1")
     assert await store.remove_user(*OWNER) == 2
     assert await store.nodes(*OWNER) == []
+
+
+async def test_account_totals_over_all_nodes_are_checked_in_the_publish_transaction(store):
+    from xmppd.storage.pubsub import AccountQuotaExceeded
+
+    many = NodeConfig(max_items=10)
+    limits = dict(create_config=many, max_nodes=10, account_items=3, account_bytes=100)
+    for node, item in (("n1", "a"), ("n1", "b"), ("n2", "c")):
+        await store.publish("alice", "example.org", node, item, "alice@example.org", b"<p>12345</p>", T0, **limits)
+    with pytest.raises(AccountQuotaExceeded) as exc:
+        await store.publish("alice", "example.org", "n3", "d", "alice@example.org", b"<p/>", T0, **limits)
+    assert exc.value.what == "items" and exc.value.limit == 3
+    assert await store.node("alice", "example.org", "n3") is None  # rolled back with the item
+    # a re-publish of an existing id replaces it: the total stays 3
+    await store.publish("alice", "example.org", "n2", "c", "alice@example.org", b"<p>x</p>", T0, **limits)
+    with pytest.raises(AccountQuotaExceeded) as exc:
+        await store.publish("alice", "example.org", "n2", "c", "alice@example.org", b"<p>" + b"x" * 80 + b"</p>",
+                            T0, **limits)
+    assert exc.value.what == "bytes"
+    assert await store.account_usage("alice", "example.org") == (3, 2 * 12 + 8)
+    # other accounts have their own totals
+    await store.publish("bob", "example.org", "n1", "a", "bob@example.org", b"<p/>", T0, **limits)

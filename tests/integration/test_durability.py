@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 TARGET_ACKED = 600
 CHUNK = 40
 #: unacknowledged messages the flooding client allows itself (as a real client's SM queue would)
-MAX_IN_FLIGHT = 800
+MAX_IN_FLIGHT = 400  # below [modules.offline] max_pending_per_sender (500)
 
 
 def _config(tmp: Path, pki) -> Path:

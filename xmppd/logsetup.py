@@ -46,10 +46,10 @@ def configure(level: str, loglevels: Mapping[str, str] | None = None, *, stream=
         logging.getLogger(name).setLevel(value.upper())
 
 
-def setup_logging(config, override: str | None = None) -> None:
+def setup_logging(config, override: str | None = None, *, stream=None) -> None:
     """Configure logging from ``config.general`` (``override``: ``run --log-level``),
     then log the configuration's warnings (MongooseIM keys it ignores)."""
-    configure(override or config.general.loglevel, config.general.loglevels)
+    configure(override or config.general.loglevel, config.general.loglevels, stream=stream)
     log = logging.getLogger("xmppd.config")
     for line in getattr(config, "warnings", ()):
         log.warning("%s", line)

@@ -152,3 +152,22 @@ def test_check_config_warns_about_an_expired_crl(tmp_path):
     r = check(tmp_path, LISTENER + 'tls.crl_files = ["certs/ca.crl"]\n')
     assert r.returncode == 0, r.stderr
     assert "warning: listen.c2s[0].tls.crl_files: item 0:" in r.stderr and "expired" in r.stderr
+
+
+def test_run_exits_2_naming_every_config_error(tmp_path):
+    make_pki(tmp_path)
+    (tmp_path / "x.toml").write_text('[general]\nloglvl = "info"\nlanguage = "en"\n' + LISTENER
+                                     + 'tls.verify_mode = "sometimes"\n[modules.mod_mucc]\n')
+    r = xmppd(tmp_path, "run", "--config", "x.toml")
+    assert r.returncode == 2
+    for key in ("general.loglvl", "listen.c2s[0].tls.verify_mode", "modules.mod_mucc"):
+        assert f"  {key}: " in r.stderr, r.stderr
+    assert r.stderr.startswith("xmppd: config error: 3 errors:")
+    assert "Traceback" not in r.stderr
+
+
+def test_check_config_exits_2_on_a_toml_syntax_error_naming_the_file(tmp_path):
+    (tmp_path / "x.toml").write_text("[general\n")
+    r = xmppd(tmp_path, "check-config", "x.toml")
+    assert r.returncode == 2
+    assert "config error: x.toml: TOML syntax error" in r.stderr

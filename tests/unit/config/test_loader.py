@@ -513,3 +513,53 @@ def test_parse_config_does_not_share_option_tables_with_its_input():
     config = parse_config(data)
     data["auth"]["http"]["headers"]["a"] = "changed"
     assert config.auth.method_options["http"]["headers"]["a"] == "b"
+
+
+# -- every error at once (xmppd/config/collect.py) ------------------------------
+
+
+def test_all_errors_are_reported_in_one_config_errors_each_with_its_key():
+    from xmppd.config import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(tomllib.loads('colour = 1\n[general]\nhosts = ["UPPER"]\n' + LISTENER.replace("5222", "70000")
+                                   + 'tls.mode = "ssl"\n[auth]\nmethods = ["nope"]\n[storage]\npool_size = 0\n'))
+    keys = [e.key for e in info.value.errors]
+    assert keys == ["colour", "general.hosts", "listen.c2s[0].port", "listen.c2s[0].tls.mode", "auth.methods",
+                    "storage.pool_size"]
+    assert str(info.value).splitlines()[0] == "6 errors:"
+    assert info.value.key == "colour"  # a ConfigErrors is also the first ConfigError
+
+
+def test_one_error_is_a_plain_config_error():
+    e = toml_error("[general]\nloglevel = 'loud'")
+    assert type(e) is ConfigError and e.key == "general.loglevel"
+
+
+def test_the_collecting_builder_builds_what_the_schema_builder_builds():
+    from xmppd.config.collect import build_collecting
+    from xmppd.config.mongooseim import translate
+    from xmppd.config.schema import Config, build_section
+
+    conf = Path(__file__).resolve().parents[3] / "conf"
+    for path in sorted(conf.glob("*.toml")):
+        data, _, errors = translate(tomllib.loads(path.read_text()))
+        assert not errors, path
+        collected = build_collecting(Config, data, "", errors)
+        assert not errors, (path, errors)
+        assert collected == build_section(Config, data, ""), path
+
+
+def test_the_collecting_builder_finds_the_first_error_the_schema_builder_finds():
+    from xmppd.config.collect import build_collecting
+    from xmppd.config.schema import Config, build_section
+
+    for text in ("[general]\nhosts = []", "[general]\ndefault_server_domain = 'x.example'", LISTENER + "backlog = 0",
+                 LISTENER + "max_stanza_bytes = 4096\nmax_stanza_bytes_preauth = 8192",
+                 LISTENER + "allowed_auth_methods = ['http']", "[[listen.c2s]]\nport = 1"):
+        data = tomllib.loads(text)
+        with pytest.raises(ConfigError) as info:
+            build_section(Config, data, "")
+        errors: list[ConfigError] = []
+        build_collecting(Config, data, "", errors)
+        assert [(e.key, e.message) for e in errors][:1] == [(info.value.key, info.value.message)], text

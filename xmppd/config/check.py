@@ -106,16 +106,20 @@ def _check_tls(t: Any, prefix: str) -> list[Problem]:
     if any(p.error for p in out) or chain is None or key is None:
         return out
     # the individual files load: now build the context the way the listener does
-    from ..tls.context import ServerTLS
+    from ..tls import context as tls_context
 
+    quiet = tls_context.log.disabled  # its expiry warnings are reported above, as Problems
+    tls_context.log.disabled = True
     try:
-        ServerTLS(certfile=t.certfile, keyfile=t.keyfile, cacertfile=t.cacertfile, verify_mode=t.verify_mode,
+        tls_context.ServerTLS(certfile=t.certfile, keyfile=t.keyfile, cacertfile=t.cacertfile, verify_mode=t.verify_mode,
                   disconnect_on_failure=t.disconnect_on_failure, crl_files=t.crl_files, versions=t.versions,
                   ciphers=t.ciphers, key_password=t.password)
-    except TLSConfigError as exc:
+    except tls_context.TLSConfigError as exc:
         out.append(Problem(_tls_key(prefix, str(exc)), str(exc)))
     except Exception as exc:  # noqa: BLE001
         out.append(Problem(prefix, f"cannot build the TLS context: {type(exc).__name__}: {exc}"))
+    finally:
+        tls_context.log.disabled = quiet
     return out
 
 

@@ -151,7 +151,7 @@ def test_check_config_warns_about_an_expired_crl(tmp_path):
     write_crl(tmp_path / "certs/ca.crl", crl)
     r = check(tmp_path, LISTENER + 'tls.crl_files = ["certs/ca.crl"]\n')
     assert r.returncode == 0, r.stderr
-    assert "warning: listen.c2s[0].tls.crl_files: item 0:" in r.stderr and "expired" in r.stderr
+    assert "warning: listen.c2s[0].tls.crl_files: item 0:" in r.stderr and r.stderr.count("expired on") == 1
 
 
 def test_run_exits_2_naming_every_config_error(tmp_path):

@@ -65,8 +65,8 @@ def cmd_run(args) -> int:
         return run_ephemeral(accounts=args.accounts, domain=args.domain, json_target=args.json,
                              log_level=args.log_level)
     config = _load(args)
-    logging.basicConfig(level=(args.log_level or config.general.loglevel).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logsetup import setup_logging
+    setup_logging(config, args.log_level)
     if not args.config:
         _ensure_default_pki(config)
     try:
@@ -96,11 +96,15 @@ async def _serve(config) -> int:
 
 
 def cmd_check_config(args) -> int:
-    from .config import load_config
+    from .config.check import check_config_file
 
     from .modules import enabled_modules
 
-    config = load_config(args.file)
+    config, problems = check_config_file(args.file)  # every problem, each naming its TOML key
+    for problem in problems:
+        print(f"xmppd: {problem}", file=sys.stderr)
+    if config is None:
+        return _fail(f"{args.file}: {sum(p.error for p in problems)} error(s)", EXIT_CONFIG)
     modules = enabled_modules(config)
     print(f"{args.file}: OK")
     print(f"  hosts: {', '.join(config.general.hosts)}")

@@ -368,8 +368,8 @@ async def _serve_ephemeral(accounts: int, domain: str, json_target: str) -> int:
 
 def run_ephemeral(*, accounts: int, domain: str, json_target: str, log_level: str | None) -> int:
     """``xmppd run --ephemeral``: logs on stderr, the JSON document on stdout (or a file)."""
-    logging.basicConfig(level=(log_level or "warning").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logsetup import configure
+    configure(log_level or "warning")  # third-party loggers stay at WARNING, as for `run`
     try:
         EphemeralServer(accounts=accounts, domain=domain)  # argument checks only; nothing starts
     except ValueError as exc:

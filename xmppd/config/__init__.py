@@ -7,6 +7,7 @@ Every error is a :class:`ConfigError` naming the dotted TOML key path.
 ``conf/xmppd.example.toml`` documents every key (a test enforces it).
 """
 
+from .collect import ConfigErrors
 from .loader import default_config, load_config, parse_config
 from .schema import (
     AuditConfig,
@@ -29,6 +30,7 @@ __all__ = [
     "CommonNameConfig",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "GeneralConfig",
     "PasswordConfig",
     "StorageConfig",

@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .schema import Config, ConfigError, build_section
+from .collect import ConfigErrors, build_collecting
+from .mongooseim import translate
+from .schema import Config, ConfigError
 
 __all__ = ["load_config", "parse_config", "default_config"]
 
@@ -40,10 +42,20 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(data: dict[str, Any], *, source: Path | None = None) -> Config:
-    """Validate already-parsed TOML data (as produced by ``tomllib``)."""
+    """Validate already-parsed TOML data (as produced by ``tomllib``).
+
+    MongooseIM keys are translated first (:mod:`xmppd.config.mongooseim`);
+    the warnings for the ones xmppd ignores end up in ``Config.warnings``.
+    Every problem is collected: one raises :class:`ConfigError`, several
+    raise :class:`~xmppd.config.collect.ConfigErrors` (a ConfigError too).
+    """
     if not isinstance(data, dict):
         raise ConfigError("<root>", f"expected a table, got {type(data).__name__}")
-    config = build_section(Config, data, "")
+    data, warnings, errors = translate(data)
+    config = build_collecting(Config, data, "", errors)
+    if errors:
+        raise errors[0] if len(errors) == 1 and not warnings else ConfigErrors(errors, tuple(warnings))
+    config = dataclasses.replace(config, warnings=tuple(warnings))
     if source is not None:
         config = dataclasses.replace(config, source=Path(source))
     return config

@@ -284,6 +284,26 @@ class ListOf(Kind):
 
 
 @dataclass(frozen=True, slots=True)
+class LevelMap(Kind):
+    """A table of logger name -> level (one of LOGLEVELS)."""
+
+    noun: ClassVar[str] = "table"
+
+    def build(self, value: Any, key: str, root: dict[str, Any]) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _fail_type(key, "table of logger name = level", value)
+        out: dict[str, str] = {}
+        for name, level in value.items():
+            if isinstance(level, dict):  # unquoted dotted key: xmppd.router = "debug"
+                out.update(self.build({f"{name}.{k}": v for k, v in level.items()}, key, root))
+                continue
+            if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", name):
+                raise ConfigError(f"{key}.{name}", "not a logger name (dotted identifiers, e.g. \"xmppd.router\")")
+            out[name] = Str(choices=LOGLEVELS).build(level, f"{key}.{name}", root)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Table(Kind):
     """A sub-table (``[a.b]`` or dotted keys ``b.x = ...``) built into ``section``."""
 
@@ -674,6 +694,8 @@ class GeneralConfig(_Section):
     hosts: tuple[str, ...] = option(ListOf(Str(check=check_domain), non_empty=True, unique=True), ["localhost"])
     default_server_domain: str = option(Str(check=check_domain), DERIVED, derive=lambda root, sec: sec["hosts"][0])
     loglevel: str = option(Str(choices=LOGLEVELS), "info")
+    #: per-logger levels, {"xmppd.router" = "debug", "aiosqlite" = "info"} (xmppd/logsetup.py)
+    loglevels: dict[str, str] = option(LevelMap(), {})
     data_dir: Path = option(PathKind(), "var")
     #: seconds between checks of every listener's TLS files (certfile, keyfile,
     #: cacertfile, crl_files); a change triggers a reload; 0 = no watcher
@@ -868,6 +890,8 @@ class Config(_Section):
     storage: StorageConfig = table(StorageConfig)
     audit: AuditConfig = table(AuditConfig)
     source: Path | None = None
+    #: one line per MongooseIM key read but not implemented (xmppd.config.mongooseim)
+    warnings: tuple[str, ...] = ()
 
     @staticmethod
     def _validate(values: dict[str, Any], prefix: str, root: dict[str, Any]) -> None:

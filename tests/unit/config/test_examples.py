@@ -23,7 +23,9 @@ def _walk(node: Any, prefix: str = "") -> Iterator[str]:
     if isinstance(node, dict):
         for k, v in node.items():
             path = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict) or (isinstance(v, list) and v and all(isinstance(i, dict) for i in v)):
+            if isinstance(v, dict) and not v:
+                yield path  # an empty inline table: `loglevels = {}`
+            elif isinstance(v, dict) or (isinstance(v, list) and v and all(isinstance(i, dict) for i in v)):
                 yield from _walk(v, path)
             else:
                 yield path

@@ -113,11 +113,11 @@ def test_config_is_frozen(minimal):
     [
         ("colour = 1", "colour"),
         ("[general]\nhostz = ['a.example']", "general.hostz"),
-        ("[listen.s2s]\nport = 5269", "listen.s2s"),
-        (LISTENER + "shaper = 'normal'", "listen.c2s[0].shaper"),
-        (LISTENER + "tls.verify_peer = true", "listen.c2s[0].tls.verify_peer"),
-        (LISTENER + LISTENER + "tls.dhfile = 'dh.pem'", "listen.c2s[1].tls.dhfile"),
-        ("[[listen.c2s]]\nport = 1\n[listen.c2s.tls]\nkeyfile = 'k'\ncertfile = 'c'\ndhfile = 'dh.pem'", "listen.c2s[0].tls.dhfile"),
+        ("[[listen.s2s]]\nport = 5269\nshapr = 'x'", "listen.s2s[0].shapr"),
+        (LISTENER + "shapper = 'normal'", "listen.c2s[0].shapper"),
+        (LISTENER + "tls.verify_pear = true", "listen.c2s[0].tls.verify_pear"),
+        (LISTENER + LISTENER + "tls.dhfil = 'dh.pem'", "listen.c2s[1].tls.dhfil"),
+        ("[[listen.c2s]]\nport = 1\n[listen.c2s.tls]\nkeyfile = 'k'\ncertfile = 'c'\ndhfil = 'dh.pem'", "listen.c2s[0].tls.dhfil"),
         ("[auth]\npassword.salt = 'x'", "auth.password.salt"),
         ("[auth]\nsasl_external_common_name.infix = 'x'", "auth.sasl_external_common_name.infix"),
         ("[auth.kerberos]\nrealm = 'X'", "auth.kerberos"),
@@ -131,10 +131,10 @@ def test_unknown_key_is_rejected_naming_its_full_path(text, key):
     assert "unknown key" in e.message
 
 
-def test_unknown_key_suggests_the_mongooseim_rename():
-    e = toml_error(LISTENER + "max_stanza_size = 65536")
-    assert e.key == "listen.c2s[0].max_stanza_size"
-    assert "max_stanza_bytes" in e.message
+def test_mongooseim_max_stanza_size_is_applied_as_max_stanza_bytes():
+    config = parse_config(tomllib.loads(LISTENER + "max_stanza_size = 65536"))
+    assert config.listeners[0].max_stanza_bytes == 65536
+    assert config.warnings == ()
 
 
 def test_unknown_key_suggests_a_close_match():
@@ -211,7 +211,7 @@ def test_integer_is_accepted_for_a_float_key(minimal):
         (LISTENER + "tls.mode = 'ssl'", "listen.c2s[0].tls.mode", "starttls, starttls_required, tls"),
         (LISTENER + "tls.verify_mode = 'verify_peer'", "listen.c2s[0].tls.verify_mode", "peer, selfsigned_peer, none"),
         (LISTENER + "tls.versions = ['tlsv1.1']", "listen.c2s[0].tls.versions", "tlsv1.2, tlsv1.3"),
-        ("[auth]\nmethods = ['anonymous']", "auth.methods", "pki, sql, http, ldap"),
+        ("[auth]\nmethods = ['kerberos']", "auth.methods", "pki, sql, http, ldap"),
         ("[auth]\nsasl_mechanisms = ['digest_md5']", "auth.sasl_mechanisms", "scram_sha512_plus"),
         ("[auth]\nsasl_external = ['cn']", "auth.sasl_external", "standard, common_name, auth_id"),
         ("[auth]\npassword.hash = ['md5']", "auth.password.hash", "sha1, sha256, sha512"),
@@ -513,3 +513,53 @@ def test_parse_config_does_not_share_option_tables_with_its_input():
     config = parse_config(data)
     data["auth"]["http"]["headers"]["a"] = "changed"
     assert config.auth.method_options["http"]["headers"]["a"] == "b"
+
+
+# -- every error at once (xmppd/config/collect.py) ------------------------------
+
+
+def test_all_errors_are_reported_in_one_config_errors_each_with_its_key():
+    from xmppd.config import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(tomllib.loads('colour = 1\n[general]\nhosts = ["UPPER"]\n' + LISTENER.replace("5222", "70000")
+                                   + 'tls.mode = "ssl"\n[auth]\nmethods = ["nope"]\n[storage]\npool_size = 0\n'))
+    keys = [e.key for e in info.value.errors]
+    assert keys == ["colour", "general.hosts", "listen.c2s[0].port", "listen.c2s[0].tls.mode", "auth.methods",
+                    "storage.pool_size"]
+    assert str(info.value).splitlines()[0] == "6 errors:"
+    assert info.value.key == "colour"  # a ConfigErrors is also the first ConfigError
+
+
+def test_one_error_is_a_plain_config_error():
+    e = toml_error("[general]\nloglevel = 'loud'")
+    assert type(e) is ConfigError and e.key == "general.loglevel"
+
+
+def test_the_collecting_builder_builds_what_the_schema_builder_builds():
+    from xmppd.config.collect import build_collecting
+    from xmppd.config.mongooseim import translate
+    from xmppd.config.schema import Config, build_section
+
+    conf = Path(__file__).resolve().parents[3] / "conf"
+    for path in sorted(conf.glob("*.toml")):
+        data, _, errors = translate(tomllib.loads(path.read_text()))
+        assert not errors, path
+        collected = build_collecting(Config, data, "", errors)
+        assert not errors, (path, errors)
+        assert collected == build_section(Config, data, ""), path
+
+
+def test_the_collecting_builder_finds_the_first_error_the_schema_builder_finds():
+    from xmppd.config.collect import build_collecting
+    from xmppd.config.schema import Config, build_section
+
+    for text in ("[general]\nhosts = []", "[general]\ndefault_server_domain = 'x.example'", LISTENER + "backlog = 0",
+                 LISTENER + "max_stanza_bytes = 4096\nmax_stanza_bytes_preauth = 8192",
+                 LISTENER + "allowed_auth_methods = ['http']", "[[listen.c2s]]\nport = 1"):
+        data = tomllib.loads(text)
+        with pytest.raises(ConfigError) as info:
+            build_section(Config, data, "")
+        errors: list[ConfigError] = []
+        build_collecting(Config, data, "", errors)
+        assert [(e.key, e.message) for e in errors][:1] == [(info.value.key, info.value.message)], text

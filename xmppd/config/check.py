@@ -72,6 +72,7 @@ def validate_config(config: Config) -> list[Problem]:
 
 # ------------------------------------------------------------------ TLS files
 def _check_tls(t: Any, prefix: str) -> list[Problem]:
+    from ..pki.crl_upkeep import signer_for
     from ..tls.context import TLSConfigError, _load_certs, _load_crls, _load_key
 
     out: list[Problem] = []
@@ -95,7 +96,14 @@ def _check_tls(t: Any, prefix: str) -> list[Problem]:
                            f"{chain[0].not_valid_after_utc.isoformat()}", False))
     if t.cacertfile:
         attempt(f"{prefix}.cacertfile", _load_certs, t.cacertfile, "cacertfile", used=uses_ca)
+    crl_files = []
     for j, crl_path in enumerate(t.crl_files):
+        if not Path(crl_path).exists() and signer_for(crl_path) is not None:
+            # the server holds the CA key next to it: it creates the CRL at start (pki.crl_upkeep)
+            out.append(Problem(f"{prefix}.crl_files", f"item {j}: CRL file {crl_path} does not exist yet; "
+                               "the server creates it at start (the CA key is next to it)", False))
+            continue
+        crl_files.append(crl_path)
         crls = attempt(f"{prefix}.crl_files", _load_crls, crl_path, used=uses_ca)
         for crl in crls or ():
             next_update = crl.next_update_utc
@@ -112,7 +120,7 @@ def _check_tls(t: Any, prefix: str) -> list[Problem]:
     tls_context.log.disabled = True
     try:
         tls_context.ServerTLS(certfile=t.certfile, keyfile=t.keyfile, cacertfile=t.cacertfile, verify_mode=t.verify_mode,
-                  disconnect_on_failure=t.disconnect_on_failure, crl_files=t.crl_files, versions=t.versions,
+                  disconnect_on_failure=t.disconnect_on_failure, crl_files=crl_files, versions=t.versions,
                   ciphers=t.ciphers, key_password=t.password)
     except tls_context.TLSConfigError as exc:
         out.append(Problem(_tls_key(prefix, str(exc)), str(exc)))

@@ -46,14 +46,15 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 from xml.parsers import expat
 
 from xmppd.errors import StreamError, StreamErrorCondition
-from xmppd.xml._expat import ENCODING_ERRORS, ENTITY_ERRORS, new_expat, reparses_alone
+from xmppd.xml._expat import ENCODING_ERRORS, ENTITY_ERRORS, new_expat
+from xmppd.xml._tree import Closed, Names, Rebuild, TreeHandlers, ignore
 from xmppd.xml.coalesce import MAX_HELD_CONTENT, SMALL_TOKEN, TokenEnd
+from xmppd.xml.events import NS_STREAM, NS_XML, Event, ParserStats, Stanza, StreamClose, StreamOpen
 
 __all__ = [
     "NS_STREAM",
@@ -70,9 +71,6 @@ __all__ = [
     "ParserStats",
     "StreamParser",
 ]
-
-NS_STREAM = "http://etherx.jabber.org/streams"
-NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 #: maximum nesting of a stanza: the top-level element is depth 1
 DEFAULT_MAX_DEPTH = 32
@@ -96,116 +94,20 @@ MAX_NAME_BYTES = 32 * 1024
 #: limits are checked while a large chunk is being parsed, not only after it
 _PARSE_SLICE = 64 * 1024
 
-_STREAM_TAG = "{%s}stream" % NS_STREAM
-_XML_PREFIX = "xml"
-
 C = StreamErrorCondition
 
-# A complete start tag beginning at '<'.  Possessive quantifiers: expat has
-# already checked the tag, this only finds its end ('>' may sit inside quotes).
-_START_TAG = re.compile(rb"""<(?:[^'">]++|'[^']*+'|"[^"]*+")*+>""")
 _WHITESPACE = re.compile(rb"[ \t\r\n]*+")
-_WS_CHARS = " \t\r\n"
 _UTF16_START = (0x00, 0xFE, 0xFF)
 _DTD_MARKUP = (b"<!DOCTYPE", b"<!ENTITY", b"<!ELEMENT", b"<!ATTLIST", b"<!NOTATION")
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOpen:
-    """The ``<stream:stream ...>`` header."""
-
-    tag: str
-    attrs: dict[str, str]
-    default_ns: str | None
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stanza:
-    """One complete top-level child of the stream."""
-
-    element: ET.Element
-    raw: bytes
-    start_tag_len: int
-    self_contained: bool
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamClose:
-    """``</stream:stream>``; anything after it is ignored."""
-
-    end: int
-
-
-Event = StreamOpen | Stanza | StreamClose
-
-
-class _Closed(Exception):
-    """Internal: abort expat after the stream's end tag."""
-
-
-def _ignore(*_args: object) -> None:
-    pass
-
-
-class _Names(dict):
-    """Expat triplet name ('uri}local}prefix', 'uri}local', 'local') -> Clark name.
-
-    Names written with a namespace prefix other than ``xml`` are also put in
-    ``prefixed``, so the hot path can tell with one lookup whether an element
-    might depend on a prefix bound outside its stanza.
-    """
-
-    __slots__ = ("prefixed",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prefixed: set[str] = set()
-
-    def __missing__(self, name: str) -> str:
-        parts = name.split("}")
-        if len(parts) == 1:
-            clark = name
-        else:
-            clark = "{" + parts[0] + "}" + parts[1]
-            if len(parts) == 3 and parts[2] != _XML_PREFIX:
-                self.prefixed.add(name)
-        self[name] = clark
-        return clark
-
-
-@dataclass(frozen=True, slots=True)
-class ParserStats:
-    """Work and memory counters of one :class:`StreamParser` (tests, benchmarks)."""
-
-    #: ``Parse`` calls made on expat
-    parse_calls: int
-    #: bytes expat had to look at: each call's new bytes plus the incomplete
-    #: token it held from before (and scans again)
-    bytes_scanned: int
-    #: expat parsers replaced because the name tables reached their bound
-    name_rebuilds: int
-    #: expat parsers dropped by :meth:`StreamParser.release_idle`
-    idle_releases: int
-    #: distinct names in the current expat's tables, and their characters
-    names: int
-    name_bytes: int
-    #: bytes held: the unfinished tail of the stream, and the part of it not yet given to expat
-    buffered: int
-    held_back: int
-
-
-class _Rebuild(Exception):
-    """Internal: abort expat at a stanza boundary; the rest goes to a new one."""
-
-
-class _Core:
+class _Core(TreeHandlers):
     """The parser proper; see :class:`StreamParser`.  Its expat parser's handlers
     are its bound methods (a reference cycle, broken by :meth:`close`)."""
 
     __slots__ = ("max_stanza_bytes", "max_depth", "bytes_fed", "parse_calls", "bytes_scanned",
-                 "name_rebuilds", "idle_releases", "_buf", "_base", "_fed", "_pending", "_token_end", "_events", "_error",
+                 "name_rebuilds", "idle_releases", "_buf", "_base", "_fed", "_pending", "_token_end", "_events",
+                 "_error",
                  "_closed", "_depth", "_header_empty", "_header_end", "_header_default_ns", "_scan",
                  "_ws_run", "_stanza_start", "_stanza_tag_len", "_stanza_empty", "_uses_prefix", "_level",
                  "_builder", "_bstart", "_bend", "_names", "_n_names", "_name_bytes", "_header_raw",
@@ -240,7 +142,7 @@ class _Core:
         self._level = 0  # nesting below the stanza's top-level element
         self._builder: ET.TreeBuilder | None = None
         self._bstart = self._bend = None
-        self._names = _Names()
+        self._names = Names()
         self._n_names = self._name_bytes = 0  # size of the current expat's intern dict, as last counted
         #: the stream header's start tag, re-fed to a new expat after a release or rebuild
         self._header_raw: bytes | None = None
@@ -283,11 +185,11 @@ class _Core:
         header = self._header_raw
         assert header is not None
         p = self._new_expat(header_done=True)
-        p.StartElementHandler = _ignore  # the header again: its namespaces, no event
+        p.StartElementHandler = ignore  # the header again: its namespaces, no event
         p.Parse(header, False)
         p.StartElementHandler = self._h_start
         self._shift = at - len(header)
-        self._names = _Names()
+        self._names = Names()
         self._n_names = self._name_bytes = 0
         self._pending = at
         self._p = p
@@ -362,7 +264,7 @@ class _Core:
                 self._parse(data)
             else:
                 self._check_held()
-        except _Closed:
+        except Closed:
             pass
         except StreamError as exc:
             self._fail(exc)
@@ -397,7 +299,7 @@ class _Core:
             self._fed = end
             try:
                 p.Parse(chunk, False)
-            except _Rebuild:
+            except Rebuild:
                 # the stanza that just ended pushed the name tables past their bound:
                 # a new expat takes over right after it (offsets stay absolute)
                 self.name_rebuilds += 1
@@ -435,6 +337,10 @@ class _Core:
             if chunk is data:
                 return
 
+    def _check_header_size(self, end: int) -> None:
+        if end > MAX_HEADER_BYTES:
+            raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")
+
     def _check_held(self) -> None:
         """Bytes were held back (not given to expat): the size limits still count them."""
         total = self._base + len(self._buf)
@@ -459,6 +365,14 @@ class _Core:
             p.XmlDeclHandler = p.StartNamespaceDeclHandler = None
             self._p = None
 
+    def _names_full(self, intern: dict[str, str]) -> bool:
+        """Count the names this expat learnt since the last count (the newest
+        entries of its intern dict); True when past a bound."""
+        n = len(intern)
+        self._name_bytes += sum(map(len, filter(None, islice(reversed(intern), n - self._n_names))))
+        self._n_names = n
+        return n > MAX_DISTINCT_NAMES or self._name_bytes > MAX_NAME_BYTES
+
     def _convert(self, exc: expat.ExpatError) -> StreamError:
         code = exc.code
         message = expat.ErrorString(code)
@@ -473,146 +387,6 @@ class _Core:
         if pos >= 0 and self._buf.startswith(_DTD_MARKUP, pos):
             return StreamError(C.RESTRICTED_XML, "DTD declarations are not allowed in XMPP (RFC 6120 §11.1)")
         return StreamError(C.NOT_WELL_FORMED, f"{message} at byte {where}")
-
-    # --------------------------------------------------------- expat handlers
-
-    def _on_xml_decl(self, version: str, encoding: str | None, standalone: int) -> None:
-        if encoding is not None and encoding.lower() != "utf-8":
-            raise StreamError(C.UNSUPPORTED_ENCODING, f"encoding {encoding!r} is not supported, use UTF-8")
-
-    def _on_header_ns(self, prefix: str | None, uri: str) -> None:
-        if prefix is None:
-            self._header_default_ns = uri
-
-    def _on_stream_text(self, text: str) -> None:
-        # only called between stanzas (inside a stanza text goes to the builder)
-        if text.strip(_WS_CHARS):
-            raise StreamError(C.BAD_FORMAT, "text is not allowed between stanzas")
-
-    # Stream level: the header, a stanza's top-level element, </stream:stream>.
-    # Inside a stanza the lean _on_child_* handlers and the tree builder's own
-    # data() method take over (swapped in and out once per stanza).
-
-    def _on_start(self, name: str, attrs: dict[str, str]) -> None:
-        names = self._names
-        tag = names[name]
-        if attrs and "}" in "".join(attrs):
-            fixed = {names[k]: v for k, v in attrs.items()}
-        else:
-            fixed = attrs
-        if not self._depth:
-            self._depth = 1
-            self._on_header(tag, fixed)
-            return
-        p = self._p
-        buf = self._buf
-        start = p.CurrentByteIndex + self._shift
-        m = _START_TAG.match(buf, start - self._base)
-        if m is None:  # pragma: no cover - would be a bug in the scanner
-            raise RuntimeError("expat reported a start tag the scanner cannot find")
-        self._depth = 2
-        self._level = 0
-        self._stanza_start = start
-        self._stanza_tag_len = m.end() - m.start()
-        self._stanza_empty = buf[m.end() - 2] == 0x2F  # '/>'
-        prefixed = names.prefixed
-        self._uses_prefix = name in prefixed or (fixed is not attrs and not prefixed.isdisjoint(attrs))
-        builder = self._builder = ET.TreeBuilder()
-        self._bstart = builder.start
-        self._bend = builder.end
-        p.StartElementHandler = self._h_child_start
-        p.EndElementHandler = self._h_child_end
-        p.CharacterDataHandler = builder.data
-        builder.start(tag, fixed)
-
-    def _on_child_start(self, name: str, attrs: dict[str, str]) -> None:
-        level = self._level + 1
-        if level >= self.max_depth:
-            raise StreamError(C.POLICY_VIOLATION, f"elements nested deeper than {self.max_depth}")
-        self._level = level
-        names = self._names
-        tag = names[name]  # first: a new name is classified (prefixed or not) here
-        if name in names.prefixed:
-            self._uses_prefix = True
-        if attrs and "}" in "".join(attrs):
-            # namespaced attributes (xml:lang, or a prefix that may come from outside)
-            fixed = {names[k]: v for k, v in attrs.items()}
-            if not names.prefixed.isdisjoint(attrs):
-                self._uses_prefix = True
-            attrs = fixed
-        self._bstart(tag, attrs)
-
-    def _on_child_end(self, name: str) -> None:
-        level = self._level
-        if level:
-            self._level = level - 1
-            self._bend(name)
-        else:
-            self._on_stanza_end(name)
-
-    def _on_header(self, tag: str, attrs: dict[str, str]) -> None:
-        if tag != _STREAM_TAG:
-            raise StreamError(C.INVALID_NAMESPACE, f"expected <stream:stream> in namespace {NS_STREAM}, got {tag}")
-        start = self._p.CurrentByteIndex + self._shift
-        m = _START_TAG.match(self._buf, start - self._base)
-        if m is None:  # pragma: no cover - would be a bug in the scanner
-            raise RuntimeError("expat reported a start tag the scanner cannot find")
-        self._header_raw = bytes(self._buf[m.start():m.end()])
-        end = m.end() + self._base
-        if end > MAX_HEADER_BYTES:
-            raise StreamError(C.POLICY_VIOLATION, f"stream header larger than {MAX_HEADER_BYTES} bytes")
-        self._header_empty = self._buf[m.end() - 2] == 0x2F  # <stream:stream/>
-        self._header_end = end
-        self._scan = end
-        self._p.StartNamespaceDeclHandler = None
-        self._events.append(StreamOpen(tag, dict(attrs), self._header_default_ns, end))
-
-    def _on_stanza_end(self, name: str) -> None:
-        p = self._p
-        base = self._base
-        buf = self._buf
-        start = self._stanza_start
-        if self._stanza_empty:
-            end = start + self._stanza_tag_len
-        else:
-            end = buf.index(b">", p.CurrentByteIndex + self._shift - base) + 1 + base
-        if end - start > self.max_stanza_bytes:
-            raise StreamError(C.POLICY_VIOLATION, f"stanza larger than {self.max_stanza_bytes} bytes")
-        elem = self._bend(name)
-        self._builder = self._bstart = self._bend = None
-        p.StartElementHandler = self._h_start
-        p.EndElementHandler = self._h_end
-        p.CharacterDataHandler = self._h_stream_text
-        self._depth = 1
-        raw = bytes(buf[start - base : end - base])
-        self_contained = not self._uses_prefix or reparses_alone(raw)
-        self._events.append(Stanza(elem, raw, self._stanza_tag_len, self_contained, end))
-        self._scan = end
-        self._ws_run = 0
-        intern = p.intern
-        if len(intern) != self._n_names and self._names_full(intern):
-            self._rebuild_at = end
-            raise _Rebuild
-
-    def _names_full(self, intern: dict[str, str]) -> bool:
-        """Count the names this expat learnt since the last count (the newest
-        entries of its intern dict); True when past a bound."""
-        n = len(intern)
-        self._name_bytes += sum(map(len, filter(None, islice(reversed(intern), n - self._n_names))))
-        self._n_names = n
-        return n > MAX_DISTINCT_NAMES or self._name_bytes > MAX_NAME_BYTES
-
-    def _on_end(self, name: str) -> None:
-        # only </stream:stream>: stanzas end in _on_stanza_end
-        p = self._p
-        if self._header_empty:  # <stream:stream .../>
-            end = self._header_end
-        else:
-            end = self._buf.index(b">", p.CurrentByteIndex + self._shift - self._base) + 1 + self._base
-        self._depth = 0
-        self._events.append(StreamClose(end))
-        self._closed = True
-        raise _Closed
 
 
 class StreamParser:

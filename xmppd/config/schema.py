@@ -726,6 +726,7 @@ class C2SListener(_Section):
     max_xml_depth: int = option(Int(4, 256), 32)
     negotiation_timeout_s: float = option(Float(0), 30.0)
     idle_timeout_s: float = option(Float(0), 900.0)
+    stanza_timeout_s: float = option(Float(0), 60.0)
     max_auth_attempts: int = option(Int(1, 20), 3)
     max_connections: int = option(Int(1), 100000)
     allowed_auth_methods: tuple[str, ...] = option(ListOf(_AUTH_METHOD, unique=True), [])

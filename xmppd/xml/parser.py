@@ -300,6 +300,7 @@ class _Core(TreeHandlers):
             try:
                 p.Parse(chunk, False)
             except Rebuild:
+                chunk = None  # not all of it was parsed: loop on
                 # the stanza that just ended pushed the name tables past their bound:
                 # a new expat takes over right after it (offsets stay absolute)
                 self.name_rebuilds += 1

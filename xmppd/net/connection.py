@@ -163,6 +163,8 @@ class C2SConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._out = None
+        if self.parser is not None:
+            self.parser.close()  # its expat tables go now, whenever this object is collected
         self.listener.connections.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -92,8 +92,8 @@ async def test_fresh_element_and_attribute_names_do_not_grow_server_memory(make_
         parser = weakref.ref(conn.parser)
     finally:
         await c.close()
-    # the session's expat tables are released when the connection goes, without
-    # waiting for the cycle collector (the connection object itself may wait for it)
+    # the session's expat tables are released when the connection goes, whoever still
+    # holds the connection object (the listener's sweep keeps the last one it looked at)
     await _until(lambda: not server.listeners[0].connections, "connection gone")
     del conn
     gc.disable()

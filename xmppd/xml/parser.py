@@ -174,7 +174,7 @@ class _Core(TreeHandlers):
                 or self._header_raw is None or self._scan != self._base + len(self._buf)
                 or self._fed != self._scan):
             return False
-        self._base = self._fed
+        self._base = self._pending = self._fed
         self._buf = bytearray()
         self._p = None
         self.idle_releases += 1

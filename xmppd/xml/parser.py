@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from itertools import islice
-from typing import Any
+from typing import Any, Callable
 from xml.parsers import expat
 
 from xmppd.errors import StreamError, StreamErrorCondition
@@ -283,14 +283,13 @@ class _Core(TreeHandlers):
         while True:
             start = self._fed
             end = self._base + len(self._buf)
-            n = end - start
-            if n <= 0:
-                return
-            if n == len(data) and n <= _PARSE_SLICE:
+            if end - start == len(data) and end - start <= _PARSE_SLICE:
                 chunk: Any = data  # the common case: nothing was held back, no copy
-            else:
+            elif end > start:
                 end = min(end, start + _PARSE_SLICE)
                 chunk = self._buf[start - self._base : end - self._base]
+            else:
+                return
             p = self._p
             if p is None:
                 p = self._rebuild(start)
@@ -308,7 +307,7 @@ class _Core(TreeHandlers):
                 self._fed = self._rebuild_at
                 self._rebuild(self._rebuild_at)
             else:
-                index = p.CurrentByteIndex
+                index = p.CurrentByteIndex  # where expat's incomplete token starts
                 self._pending = index + self._shift if index >= 0 else end
             # bookkeeping after expat has seen this piece
             buf = self._buf
@@ -402,6 +401,7 @@ class StreamParser:
     """
 
     __slots__ = ("_core", "feed", "__weakref__")
+    feed: Callable[[bytes], list[Event]]
 
     def __init__(self, *, max_stanza_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         if max_stanza_bytes <= 0 or max_depth <= 0:

@@ -546,7 +546,8 @@ class C2SConnection(asyncio.Protocol):
         elif now - self.last_rx > cfg.idle_timeout_s:
             self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
                                                     "no data received for too long"))
-        elif self.parser is not None and self.parser.incomplete_for(now) > cfg.stanza_timeout_s:
+        elif self.parser is not None and self.parser.incomplete_for(
+                now, paused=self._busy or self._input_held) > cfg.stanza_timeout_s:
             self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
                                                     "stanza incomplete for too long"))
         elif self.bound and self.parser is not None and now - self.last_rx > PARSER_IDLE_RELEASE_S:

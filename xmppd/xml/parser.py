@@ -201,12 +201,12 @@ class _Core(TreeHandlers):
         self._release()
         self._h_start = self._h_end = self._h_stream_text = self._h_child_start = self._h_child_end = None
 
-    def incomplete_for(self, now: float) -> float:
+    def incomplete_for(self, now: float, paused: bool) -> float:
         key = self._incomplete_start()
         if key is None:
             self._stall_key = None
             return 0.0
-        if key != self._stall_key:
+        if key != self._stall_key or paused:
             self._stall_key, self._stall_since = key, now
             return 0.0
         return now - self._stall_since
@@ -441,14 +441,17 @@ class StreamParser:
         For idle connections; False (nothing done) when not between stanzas."""
         return self._core.release_idle()
 
-    def incomplete_for(self, now: float) -> float:
+    def incomplete_for(self, now: float, *, paused: bool = False) -> float:
         """How long the current top-level element (or the header) has been incomplete,
         by the caller's clock ``now``; 0.0 when nothing is pending.
 
         However many bytes of it trickle in, only its completion resets this.  The
         first call that sees a given unfinished element starts its clock, so the
-        answer is as precise as the caller's polling interval (a connection sweep)."""
-        return self._core.incomplete_for(now)
+        answer is as precise as the caller's polling interval (a connection sweep).
+        ``paused``: the caller is not reading from the peer now (backpressure, an
+        auth backend call); the clock starts again, time we did not read is not the
+        peer's fault."""
+        return self._core.incomplete_for(now, paused)
 
     def stats(self) -> ParserStats:
         return self._core.stats()

@@ -239,6 +239,9 @@ def test_incomplete_for_counts_from_when_a_stanza_was_first_seen_unfinished():
     p.feed(b"<pres")  # a new stanza: a new clock
     assert p.incomplete_for(113.0) == 0.0
     assert p.incomplete_for(120.0) == 7.0
+    # while the caller does not read (backpressure), the peer's clock does not run
+    assert p.incomplete_for(150.0, paused=True) == 0.0
+    assert p.incomplete_for(152.0) == 2.0
 
 
 def test_unfinished_header_counts_as_incomplete():

@@ -748,6 +748,7 @@ class C2SListener(_Section):
     max_xml_depth: int = option(Int(4, 256), 32)
     negotiation_timeout_s: float = option(Float(0), 30.0)
     idle_timeout_s: float = option(Float(0), 900.0)
+    stanza_timeout_s: float = option(Float(0), 60.0)
     max_auth_attempts: int = option(Int(1, 20), 3)
     max_connections: int = option(Int(1), 100000)
     #: connections one client address (IPv6: its /64) may hold before authenticating; 0 = no limit

@@ -202,6 +202,8 @@ class C2SConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._out = None
+        if self.parser is not None:
+            self.parser.close()  # its expat tables go now, whenever this object is collected
         self.listener.connections.discard(self)
         self._leave_preauth()
         if self._task is not None and not self._task.done():
@@ -623,6 +625,10 @@ class C2SConnection(asyncio.Protocol):
         elif now - self.last_rx > cfg.idle_timeout_s:
             self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
                                                     "no data received for too long"))
+        elif self.parser is not None and self.parser.incomplete_for(
+                now, paused=self._busy or self._input_held) > cfg.stanza_timeout_s:
+            self._perform(self.machine.stream_error(StreamErrorCondition.CONNECTION_TIMEOUT,
+                                                    "stanza incomplete for too long"))
         elif self.bound and self.parser is not None and now - self.last_rx > PARSER_IDLE_RELEASE_S:
             self.parser.release_idle()
 

@@ -157,6 +157,7 @@ class C2SListener:
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
+            conn = None  # the loop variable must not keep the last connection alive until next round
             self.refusals.flush(now, due_only=True)
 
     def established(self, conn: C2SConnection) -> None:

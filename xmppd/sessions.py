@@ -20,6 +20,10 @@ class Session(Protocol):
     jid: JID  # full JID
     available: bool  # sent initial presence and not unavailable since
     priority: int
+    #: what is sent now reaches the client: bound, transport up, stream not closing.
+    #: False for a stream-management session waiting to be resumed (XEP-0198) — it
+    #: still keeps what it is sent — and for one whose stream is being closed.
+    writable: bool
 
     def send_bytes(self, data: bytes) -> None: ...
 

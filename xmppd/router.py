@@ -17,7 +17,7 @@ Spec references:
   XEP-0198           a session waiting to be resumed ("detached") keeps what it
                      was sent, but is a target only when no live resource is;
                      what it never acknowledged is routed again once, and only
-                     if no other resource has the same message (see Delivery)
+                     if no other resource has the same message (sessions.Delivery)
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from xml.etree.ElementTree import Element
 from .errors import StanzaErrorCondition, StreamErrorCondition
 from .hooks import Hooks
 from .jid import JID, InvalidJID
-from .sessions import Session, SessionRegistry
+from .sessions import AbsentSender, Delivery, Session, SessionRegistry
 from .stanza import error_reply, presence_bytes
 from .xml.parser import Stanza
 from .xml.writer import rewrite_start_tag, serialize
 
-__all__ = ["Router", "Delivery"]
+__all__ = ["Router"]
 
 log = logging.getLogger("xmppd.router")
 
@@ -51,30 +51,6 @@ MAX_DIRECTED_PRESENCE = 1000
 #: server-originated iq requests (e.g. caps disco#info) in flight, and how long each may wait
 MAX_PENDING_IQ = 10_000
 IQ_TIMEOUT_S = 30.0
-
-
-class Delivery:
-    """One message handed to one or more of an account's sessions.
-
-    RFC 6121 §8.5.2 wants each resource to get a message at most once, and the
-    offline store to get it only when no available resource took it.  Under
-    XEP-0198 a session keeps what it was sent until its client acknowledges it;
-    if the session ends first, the message must be routed again — unless
-    another resource has it.  So every routed message carries this record:
-
-    ``holding``  sessions that keep it unacknowledged (live or detached);
-    ``taken``    some resource surely has it: written to a stream without stream
-                 management, or acknowledged.
-
-    A session that ends re-routes the message only when it was the last holder
-    and nobody took it: exactly once, whatever the order in which sessions end.
-    """
-
-    __slots__ = ("holding", "taken")
-
-    def __init__(self) -> None:
-        self.holding = 0
-        self.taken = False
 
 
 class Router:
@@ -370,7 +346,7 @@ class Router:
             self._hand_over(targets, stanza.raw)
             return
         try:
-            sender = _AbsentSender(JID.parse(el.get("from", "")))
+            sender = AbsentSender(JID.parse(el.get("from", "")))
         except InvalidJID:
             return
         self._rerouting = stanza
@@ -516,21 +492,3 @@ class Router:
                 if other is not session and other.available:
                     other.send_bytes(presence_bytes(session.jid, other.jid, "unavailable"))
         self._unavailable_to_directed(session)
-
-
-class _AbsentSender:
-    """Stands for the sender of a message being redelivered: it is not on this stream."""
-
-    __slots__ = ("jid",)
-    available = False
-    writable = False
-    priority = 0
-
-    def __init__(self, jid: JID) -> None:
-        self.jid = jid
-
-    def send_bytes(self, data: bytes) -> None:  # errors about a redelivery have nobody to go to
-        pass
-
-    def close_stream(self, condition, text: str = "") -> None:
-        pass

@@ -264,3 +264,17 @@ async def test_slixmpp_resource_that_drops_its_transport_does_not_make_the_other
     await until(lambda: server.sessions.get(session.jid) is None, what="phone expired")
     assert sorted(await bodies_of(desk)) == ["both see this", "while the phone is away"]
     assert await offline_rows(server, "jo") == []
+
+
+async def test_detached_session_that_reaches_max_unacked_ends_and_its_messages_are_stored_once(make_server, pki):
+    server = await make_server({"modules": {"stream_management": {"max_unacked": 5}}})  # window: 300 s
+    away = await Resource.open(server, pki, "kim", "phone")
+    await away.drop()
+    sender = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert_for(pki, "bob"))
+    await sender.login_external(resource="s")
+    await sender.send("".join(f"<message to='kim@localhost' type='chat'><body>n{i}.</body></message>"
+                              for i in range(12)))
+    await away.expired(timeout=5)  # the queue is bounded while detached, not only on a live stream
+    await asyncio.sleep(0.5)
+    stored = b"".join(await offline_rows(server, "kim"))
+    assert [stored.count(f"n{i}.</body>".encode()) for i in range(12)] == [1] * 12, stored

@@ -11,7 +11,7 @@
 * When a resumable session times out, or a stream ends with unacknowledged
   messages, those messages are delivered to the account's other resources or
   stored offline (RFC 6121 §8.5.2 "undeliverable") — never silently lost, and
-  never twice: only messages the router handed over (``Router.Delivery``) are
+  never twice: only messages the router handed over (``sessions.Delivery``) are
   re-routed, and only when no other resource holds or took the same message
   (a bare-JID message that also went to a live resource is not re-sent to it).
   Copies and server output (carbons, archive results, PEP events, presence)
@@ -35,7 +35,7 @@ from .base import Module
 
 if TYPE_CHECKING:
     from ..net.connection import C2SConnection
-    from ..router import Delivery
+    from ..sessions import Delivery
 
 __all__ = ["StreamManagement", "SMState", "NS_SM"]
 
@@ -164,8 +164,15 @@ class StreamManagement(Module):
         sm = conn.sm
         sm.h_out = (sm.h_out + 1) % _H_MOD
         sm.unacked.append((sm.h_out, data, None))
-        if len(sm.unacked) > self.options["max_unacked"]:
-            return False
+        over = len(sm.unacked) - self.options["max_unacked"]
+        if over > 0:
+            if conn.transport is not None:
+                return False  # the client is told (resource-constraint) and disconnected
+            if over == 1:
+                # detached: nobody to tell, and the queue must not grow while it waits; the
+                # session ends now and what it holds is re-routed (after this stanza is recorded)
+                asyncio.get_running_loop().call_soon(self._expire, conn, "too many unacknowledged stanzas")
+            return True
         sm.since_request += 1
         if sm.since_request >= self.options["ack_every"] and conn.transport is not None:
             sm.since_request = 0
@@ -251,8 +258,9 @@ class StreamManagement(Module):
             elif delivery is None and stanza.element.tag == _IQ:
                 router.unanswerable(conn, stanza)
 
-    def _expire(self, conn: "C2SConnection") -> None:
-        log.info("%s: resumption window over", conn.jid)
+    def _expire(self, conn: "C2SConnection", why: str = "resumption window over") -> None:
+        if conn.bound and conn.transport is None:
+            log.info("%s: %s", conn.jid, why)
         conn.end_detached()
 
     async def _sweep(self) -> None:

@@ -278,3 +278,25 @@ async def test_detached_session_that_reaches_max_unacked_ends_and_its_messages_a
     await asyncio.sleep(0.5)
     stored = b"".join(await offline_rows(server, "kim"))
     assert [stored.count(f"n{i}.</body>".encode()) for i in range(12)] == [1] * 12, stored
+
+
+async def test_stanzas_held_back_by_csi_are_each_counted_for_stream_management(make_server, pki):
+    server = await make_server()
+    quiet = await Resource.open(server, pki, "lee", "phone")
+    c = quiet.client
+    await c.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    sender = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert_for(pki, "bob"))
+    await sender.login_external(resource="s")
+    await sender.send(f"<presence to='{quiet.jid}'/><message to='{quiet.jid}' type='chat'>"
+                      "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    await until(lambda: quiet.session.__dict__.get("send_bytes") is not None
+                and len(quiet.session.send_bytes.held) == 2, what="two stanzas held")
+    c.mark()
+    await c.send("<active xmlns='urn:xmpp:csi:0'/>")
+    await c.read_until(rb"composing")
+    # the client acknowledges every stanza it got since <enable/>: its presence echo and the two
+    # held ones — two stanzas for XEP-0198's count, even when they went out in one write
+    await c.send(f"<a xmlns='{SM}' h='3'/><r xmlns='{SM}'/>")
+    out = await c.read_until(rb"<a xmlns='urn:xmpp:sm:3' h='\d+'/>|</stream:stream>")
+    assert b"handled-count-too-high" not in out and b"stream:error" not in out
+    assert not quiet.session.sm.unacked

@@ -300,3 +300,41 @@ async def test_stanzas_held_back_by_csi_are_each_counted_for_stream_management(m
     out = await c.read_until(rb"<a xmlns='urn:xmpp:sm:3' h='\d+'/>|</stream:stream>")
     assert b"handled-count-too-high" not in out and b"stream:error" not in out
     assert not quiet.session.sm.unacked
+
+
+async def test_offline_messages_a_session_never_acknowledged_are_stored_again_once(make_server, pki):
+    server = await make_server(WINDOW)
+    sender = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert_for(pki, "bob"))
+    await sender.login_external(resource="s")
+    first = await Resource.open(server, pki, "max", "once")  # the account exists (it logged in)
+    await first.client.close()
+    await until(lambda: first.session is None, what="first session gone")
+    await sender.send("<message to='max@localhost' type='chat'><body>while away</body></message>")
+    for _ in range(100):
+        if await offline_rows(server, "max"):
+            break
+        await asyncio.sleep(0.05)
+    again = await Resource.open(server, pki, "max", "again")  # presence: the stored message comes
+    await again.client.read_until(rb"while away</body>")
+    await again.drop()  # never acknowledged
+    await again.expired()
+    await asyncio.sleep(0.5)
+    stored = b"".join(await offline_rows(server, "max"))
+    assert stored.count(b"while away</body>") == 1, stored
+
+
+async def test_archive_results_held_by_a_detached_session_are_not_stored_offline(make_server, pki):
+    server = await make_server(WINDOW)
+    reader = await Resource.open(server, pki, "nia", "reader")
+    sender = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert_for(pki, "bob"))
+    await sender.login_external(resource="s")
+    await sender.send("<message to='nia@localhost' type='chat'><body>archived</body></message>")
+    await reader.client.read_until(rb"archived</body>")
+    await reader.client.send(f"<a xmlns='{SM}' h='{reader.session.sm.h_out}'/>")  # it has that one
+    await until(lambda: not reader.session.sm.unacked, what="acknowledged")
+    await reader.client.send("<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='x'/></iq>")
+    await reader.client.read_until(rb"<fin")
+    await reader.drop()  # the archive page is unacknowledged
+    await reader.expired()
+    await asyncio.sleep(0.5)
+    assert await offline_rows(server, "nia") == []  # a page of results is not a message to store

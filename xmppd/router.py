@@ -154,8 +154,6 @@ class Router:
         el.set("from", str(sender))
         typ = el.get("type")
         to_text = el.get("to")
-        # errors about a stanza without 'to' come from the account it was handled for
-        own = str(sender.bare)
         if to_text is None:
             to = None
         else:
@@ -171,7 +169,7 @@ class Router:
         if tag == IQ:
             if typ not in _IQ_TYPES or (typ in ("get", "set") and len(el) != 1):
                 self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST,
-                            "an iq get/set carries exactly one payload element", from_=own)
+                            "an iq get/set carries exactly one payload element", from_=str(sender.bare))
                 return
             self._iq(session, stanza, to)
         elif tag == MESSAGE:
@@ -180,7 +178,8 @@ class Router:
             self._message(session, stanza, to or sender.bare, typ or "normal")
         else:
             if typ not in _PRESENCE_TYPES:
-                self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST, "unknown presence type", from_=own)
+                self.bounce(session, el, StanzaErrorCondition.BAD_REQUEST, "unknown presence type",
+                            from_=str(sender.bare))
                 return
             self._presence(session, stanza, to, typ)
 
@@ -293,7 +292,6 @@ class Router:
     def _message(self, session: Session, stanza: Stanza, to: JID, typ: str) -> None:
         el = stanza.element
         sender = session.jid
-        own = str(sender.bare)  # the 'to' of a message without one
         if to.domain not in self.hosts:
             self.bounce(session, el, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, f"no route to {to.domain}")
             return
@@ -316,7 +314,7 @@ class Router:
         if typ == "error":
             return  # RFC 6121 §8.5.2.1.1: errors to the bare JID are dropped silently when no match
         if typ == "groupchat":
-            self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=own)
+            self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, from_=str(bare))
             return
         targets = self.message_targets(bare, typ)
         if targets:
@@ -327,7 +325,8 @@ class Router:
             if handler(self, session, bare, stanza):
                 self._delivered(sender, bare, stanza, [])
                 return
-        self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, f"{bare} is not online", from_=own)
+        self.bounce(session, el, StanzaErrorCondition.SERVICE_UNAVAILABLE, f"{bare} is not online",
+                    from_=str(bare))
 
     def redeliver(self, gone: Session, stanza: Stanza) -> None:
         """A message ``gone`` held and its client never acknowledged (XEP-0198), that

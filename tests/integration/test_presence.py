@@ -106,3 +106,29 @@ async def test_a_resource_without_initial_presence_gets_no_presence_broadcast(se
         assert not server.sessions.get(JID.parse("dan@localhost/quiet")).available
     finally:
         await quiet.close()
+
+
+async def test_an_account_subscribed_to_itself_gets_each_presence_once_per_resource(server, pki):
+    cert = cert_for(pki, "sue")
+    a = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert)
+    b = await RawClient.open(server.listener_port(0), ca=pki.ca_path, cert=cert)
+    try:
+        await a.login_external(resource="a")
+        await b.login_external(resource="b")
+        await b.send("<presence/>")
+        await a.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq><presence/>")
+        for _ in range(2):  # both directions: subscription 'both' with itself
+            for typ in ("subscribe", "subscribed"):
+                await a.send(f"<presence type='{typ}' to='sue@localhost'/>")
+                await asyncio.sleep(0.3)
+        own = JID.parse("sue@localhost")
+        async with asyncio.timeout(WAIT_S):
+            while await server.roster.subscription(own, own) != "both":
+                await asyncio.sleep(0.05)
+        await nothing_more(b)
+        b.mark()
+        await a.send("<presence><status>once</status></presence>")
+        assert (await nothing_more(b)).count(b"<status>once</status>") == 1  # not again as a "contact"
+    finally:
+        await a.close()
+        await b.close()

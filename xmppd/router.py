@@ -31,7 +31,7 @@ from xml.etree.ElementTree import Element
 from .errors import StanzaErrorCondition, StreamErrorCondition
 from .hooks import Hooks
 from .jid import JID, InvalidJID
-from .sessions import AbsentSender, Delivery, Session, SessionRegistry
+from .sessions import AbsentSender, AckTracker, Delivery, Session, SessionRegistry
 from .stanza import error_reply, presence_bytes
 from .xml.parser import Stanza
 from .xml.writer import rewrite_start_tag, serialize
@@ -58,9 +58,8 @@ class Router:
         self.hosts = hosts
         self.sessions = sessions
         self.hooks = hooks
-        #: the stream-management module when loaded (it registers itself): ``keeps(session)``
-        #: and ``holds(session, data, delivery)``, see ``modules.sm``
-        self.acks: Any = None
+        #: the stream-management module when loaded (it registers itself, ``modules.sm``)
+        self.acks: AckTracker | None = None
         self._tasks: set[asyncio.Task] = set()
         self._pending: dict[tuple[str, str], asyncio.Future] = {}
         self._iq_seq = 0

@@ -11,7 +11,7 @@ from typing import Iterator, Protocol
 
 from .jid import JID
 
-__all__ = ["Session", "SessionRegistry", "Delivery", "AbsentSender"]
+__all__ = ["Session", "SessionRegistry", "Delivery", "AbsentSender", "AckTracker"]
 
 
 class Session(Protocol):
@@ -28,6 +28,16 @@ class Session(Protocol):
     def send_bytes(self, data: bytes) -> None: ...
 
     def close_stream(self, condition, text: str = "") -> None: ...
+
+
+class AckTracker(Protocol):
+    """What the router asks the stream-management module (XEP-0198), when loaded."""
+
+    def keeps(self, session: Session) -> bool:
+        """Stanzas sent to ``session`` now are kept until acknowledged (also while detached)."""
+
+    def holds(self, session: Session, data: bytes, delivery: "Delivery") -> bool:
+        """``data`` just sent to ``session`` is kept, as part of ``delivery``."""
 
 
 class SessionRegistry:

@@ -11,7 +11,7 @@ from typing import Iterator, Protocol
 
 from .jid import JID
 
-__all__ = ["Session", "SessionRegistry"]
+__all__ = ["Session", "SessionRegistry", "Delivery", "AbsentSender", "AckTracker"]
 
 
 class Session(Protocol):
@@ -20,10 +20,24 @@ class Session(Protocol):
     jid: JID  # full JID
     available: bool  # sent initial presence and not unavailable since
     priority: int
+    #: what is sent now reaches the client: bound, transport up, stream not closing.
+    #: False for a stream-management session waiting to be resumed (XEP-0198) — it
+    #: still keeps what it is sent — and for one whose stream is being closed.
+    writable: bool
 
     def send_bytes(self, data: bytes) -> None: ...
 
     def close_stream(self, condition, text: str = "") -> None: ...
+
+
+class AckTracker(Protocol):
+    """What the router asks the stream-management module (XEP-0198), when loaded."""
+
+    def keeps(self, session: Session) -> bool:
+        """Stanzas sent to ``session`` now are kept until acknowledged (also while detached)."""
+
+    def holds(self, session: Session, data: bytes, delivery: "Delivery") -> bool:
+        """``data`` just sent to ``session`` is kept, as part of ``delivery``."""
 
 
 class SessionRegistry:
@@ -68,3 +82,46 @@ class SessionRegistry:
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._full.values()))
+
+
+class Delivery:
+    """One message handed to one or more of an account's sessions.
+
+    RFC 6121 §8.5.2 wants each resource to get a message at most once, and the
+    offline store to get it only when no available resource took it.  Under
+    XEP-0198 a session keeps what it was sent until its client acknowledges it;
+    if the session ends first, the message must be routed again — unless
+    another resource has it.  So every routed message carries this record:
+
+    ``holding``  sessions that keep it unacknowledged (live or detached);
+    ``taken``    some resource surely has it: written to a stream without stream
+                 management, or acknowledged.
+
+    A session that ends re-routes the message only when it was the last holder
+    and nobody took it: exactly once, whatever the order in which sessions end.
+    """
+
+    __slots__ = ("holding", "taken")
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.taken = False
+
+
+class AbsentSender:
+    """Stands for the sender of a message being re-routed (``Router.redeliver``): it is
+    not on this stream, so errors about the re-routing go nowhere."""
+
+    __slots__ = ("jid",)
+    available = False
+    writable = False
+    priority = 0
+
+    def __init__(self, jid: JID) -> None:
+        self.jid = jid
+
+    def send_bytes(self, data: bytes) -> None:  # errors about a redelivery have nobody to go to
+        pass
+
+    def close_stream(self, condition, text: str = "") -> None:
+        pass

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 from xml.etree.ElementTree import Element
 
+from ..errors import StanzaErrorCondition
 from ..hooks import PRIO_LATE
 from ..jid import JID
 from ..router import Router
+from ..stanza import error_reply
 from ._im import NS_CARBONS, attr, carbons_eligible, forwarded, message_type
 from .base import Module
 
@@ -53,16 +55,13 @@ class Carbons(Module):
         h.on("message_delivered", self._received)
 
     def _iq_set(self, session, req: Element) -> Element:
-        from ..errors import StanzaErrorCondition
-        from ..stream.c2s import iq_error
-
         payload = req[0]
         if payload.tag == f"{{{NS_CARBONS}}}enable":
             self.enabled.add(session)
         elif payload.tag == f"{{{NS_CARBONS}}}disable":
             self.enabled.discard(session)
         else:
-            return iq_error(req, StanzaErrorCondition.BAD_REQUEST, "expected <enable/> or <disable/>")
+            return error_reply(req, StanzaErrorCondition.BAD_REQUEST, "expected <enable/> or <disable/>")
         return _result(session, req)
 
     def _others(self, bare: JID, exclude) -> list:
@@ -88,7 +87,7 @@ class Carbons(Module):
         attrs = {"from": str(sender)}
         if el.get("to") is None:
             attrs["to"] = str(to or bare)
-        inner = Router._bytes_for(stanza, el, attrs)
+        inner = Router.bytes_for(stanza, el, attrs)
         typ = message_type(el)
         for other in others:
             other.send_bytes(self._wrap("sent", bare, other.jid, typ, inner))

@@ -67,8 +67,8 @@ class _Filter:
 
     def flush(self) -> None:
         held, self.held = self.held, OrderedDict()
-        if held:
-            self.send(b"".join(held.values()))
+        for data in held.values():  # one by one: each is a stanza for XEP-0198's count
+            self.send(data)
 
 
 class Csi(Module):

@@ -172,7 +172,7 @@ class Offline(Module):
             if not rows or not session.bound or not session.available:
                 return
             for row in rows:
-                session.send_bytes(row.data)
+                self.server.router.deliver_to(session, row.data)  # re-routed if never acknowledged
             await self.store.delete(bare.local, bare.domain, [r.seq for r in rows])
             if len(rows) < MAX_FETCH:
                 return

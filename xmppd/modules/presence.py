@@ -14,7 +14,10 @@ Spec references:
                  contact next sends initial presence
 
 What stays in the router (``Router.broadcast_own``, ``session_ended``): the
-user's own resources and directed presence.  This module adds the roster
+user's own resources — the sending one included for available presence
+(§4.2.2, §4.4.2) — and directed presence.  The account itself is never in the
+roster audience here, even if it is in its own roster: its resources already
+got the presence from the router, once.  This module adds the roster
 audience through ``server.roster`` (the roster module); without it, presence
 reaches only the user's own resources and directed targets.
 
@@ -28,9 +31,10 @@ from __future__ import annotations
 import weakref
 
 from ..jid import JID
+from ..stanza import presence_bytes, synthetic_presence
 from ..xml.parser import Stanza
 from .base import Module
-from .roster import KeyedLocks, _presence_bytes, synthetic_presence
+from .roster import KeyedLocks
 
 __all__ = ["PresenceModule"]
 
@@ -85,17 +89,20 @@ class PresenceModule(Module):
             else:
                 self._announced.discard(session)
             for contact in await roster.subscribers(jid.bare):
+                if contact == jid.bare:
+                    continue  # the router already told the account's own resources
                 targets = [t for t in self.server.sessions.resources(contact) if t.available]
-                if not targets or router._filtered_in(jid, contact, stanza):
+                if not targets or router.filtered_in(jid, contact, stanza):
                     continue
-                data = router._bytes_for(stanza, stanza.element, {"from": str(jid), "to": str(contact)})
+                data = router.bytes_for(stanza, stanza.element, {"from": str(jid), "to": str(contact)})
                 for t in targets:
                     t.send_bytes(data)
             if not initial:
                 return
             # §4.2.2: probe the contacts whose presence the user receives
             for contact in await roster.contacts_to_probe(jid.bare):
-                self._send_presence_of(contact, session)
+                if contact != jid.bare:  # its own resources: the router sent those
+                    self._send_presence_of(contact, session)
             # §3.1.3: requests that arrived while the user was away
             for data in await roster.pending_requests(jid.bare):
                 session.send_bytes(data)
@@ -104,9 +111,9 @@ class PresenceModule(Module):
         router = self.server.router
         for s in self.server.sessions.resources(contact):
             last = getattr(s, "last_presence", None)
-            if not s.available or last is None or router._filtered_in(s.jid, session.jid, last):
+            if not s.available or last is None or router.filtered_in(s.jid, session.jid, last):
                 continue
-            session.send_bytes(router._bytes_for(last, last.element,
+            session.send_bytes(router.bytes_for(last, last.element,
                                                  {"from": str(s.jid), "to": str(session.jid)}))
 
     async def _answer_probe(self, session, contact: JID) -> None:
@@ -130,12 +137,14 @@ class PresenceModule(Module):
         router = self.server.router
         async with self._lock(jid.bare):
             for contact in await roster.subscribers(jid.bare):
+                if contact == jid.bare:
+                    continue  # the router told the account's own resources (session_ended)
                 targets = [t for t in self.server.sessions.resources(contact) if t.available]
                 if not targets:
                     continue
-                if router._filtered_in(jid, contact, synthetic_presence(
+                if router.filtered_in(jid, contact, synthetic_presence(
                         {"from": str(jid), "to": str(contact), "type": "unavailable"})):
                     continue
-                data = _presence_bytes(jid, contact, "unavailable")
+                data = presence_bytes(jid, contact, "unavailable")
                 for t in targets:
                     t.send_bytes(data)

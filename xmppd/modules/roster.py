@@ -39,6 +39,7 @@ from xml.etree.ElementTree import Element, SubElement
 from ..config import ConfigError
 from ..errors import StanzaErrorCondition
 from ..jid import JID, InvalidJID
+from ..stanza import presence_bytes as _presence_bytes, synthetic_presence  # shared helpers (xmppd.stanza)
 from ..storage.roster import (
     BOTH,
     DEFAULT_MAX_ROSTER_ITEMS,
@@ -211,19 +212,6 @@ class KeyedLocks:
 
     def __len__(self) -> int:
         return len(self._locks)
-
-
-def synthetic_presence(attrs: dict[str, str]) -> Stanza:
-    """A server-generated presence as a parsed Stanza (for the ``stanza_in`` filters)."""
-    el = Element(f"{C}presence", attrs)
-    return Stanza(el, b"", 0, False, 0)
-
-
-def _presence_bytes(from_: JID | str, to: JID | str, typ: str | None = None) -> bytes:
-    attrs = {"from": str(from_), "to": str(to)}
-    if typ:
-        attrs["type"] = typ
-    return serialize(Element(f"{C}presence", attrs))
 
 
 def _item_element(parent: Element, item: RosterItem | None, contact: str) -> Element:

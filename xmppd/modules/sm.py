@@ -10,7 +10,14 @@
   acknowledge, in order, once.
 * When a resumable session times out, or a stream ends with unacknowledged
   messages, those messages are delivered to the account's other resources or
-  stored offline (RFC 6121 §8.5.2 "undeliverable") — never silently lost.
+  stored offline (RFC 6121 §8.5.2 "undeliverable") — never silently lost, and
+  never twice: only messages the router handed over (``sessions.Delivery``) are
+  re-routed, and only when no other resource holds or took the same message
+  (a bare-JID message that also went to a live resource is not re-sent to it).
+  Copies and server output (carbons, archive results, PEP events, presence)
+  are not re-routed; iq requests get ``service-unavailable`` for the requester.
+* While a session is detached the router does not pick it for bare-JID
+  messages when a live resource is there (``Router.message_targets``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from .base import Module
 
 if TYPE_CHECKING:
     from ..net.connection import C2SConnection
+    from ..sessions import Delivery
 
 __all__ = ["StreamManagement", "SMState", "NS_SM"]
 
@@ -35,6 +43,7 @@ log = logging.getLogger("xmppd.sm")
 
 NS_SM = "urn:xmpp:sm:3"
 _MESSAGE = "{jabber:client}message"
+_IQ = "{jabber:client}iq"
 _STANZA_TAGS = frozenset({"{jabber:client}message", "{jabber:client}presence", "{jabber:client}iq"})
 _H_MOD = 2 ** 32
 #: how often detached sessions are checked for expiry
@@ -74,7 +83,8 @@ class SMState:
         self.ack_waiting: collections.deque[int] = collections.deque()
         self.conn = conn  # the connection that carries the session now (changes on resume)
         self.h_out = 0  # stanzas sent to the client
-        self.unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        #: (h_out of the stanza, its bytes, the router's Delivery when it is a routed message)
+        self.unacked: collections.deque[tuple[int, bytes, Delivery | None]] = collections.deque()
         self.detached_at: float | None = None
         self.since_request = 0
 
@@ -83,7 +93,10 @@ class SMState:
         if (self.h_out - h) % _H_MOD > len(self.unacked):
             return False
         while self.unacked and (h - self.unacked[0][0]) % _H_MOD < _H_MOD // 2:
-            self.unacked.popleft()
+            delivery = self.unacked.popleft()[2]
+            if delivery is not None:  # the client has it: no other copy is re-routed
+                delivery.taken = True
+                delivery.holding -= 1
         return True
 
 
@@ -109,6 +122,7 @@ class StreamManagement(Module):
         h.nonza[f"{{{NS_SM}}}r"] = self._request
         h.nonza[f"{{{NS_SM}}}a"] = self._answer
         self.server.sm = self
+        self.server.router.acks = self
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep())
@@ -206,13 +220,40 @@ class StreamManagement(Module):
         """Record an outbound stanza; False if the client must be disconnected."""
         sm = conn.sm
         sm.h_out = (sm.h_out + 1) % _H_MOD
-        sm.unacked.append((sm.h_out, data))
-        if len(sm.unacked) > self.options["max_unacked"]:
-            return False
+        sm.unacked.append((sm.h_out, data, None))
+        over = len(sm.unacked) - self.options["max_unacked"]
+        if over > 0:
+            if conn.transport is not None:
+                return False  # the client is told (resource-constraint) and disconnected
+            if over == 1:
+                # detached: nobody to tell, and the queue must not grow while it waits; the
+                # session ends now and what it holds is re-routed (after this stanza is recorded)
+                asyncio.get_running_loop().call_soon(self._expire, conn, "too many unacknowledged stanzas")
+            return True
         sm.since_request += 1
         if sm.since_request >= self.options["ack_every"] and conn.transport is not None:
             sm.since_request = 0
             conn.write_raw(f"<r xmlns='{NS_SM}'/>".encode())
+        return True
+
+    # ------------------------------------------------------------ the router's view (Router.acks)
+    @staticmethod
+    def keeps(session: Any) -> bool:
+        """Stanzas sent to ``session`` now are kept until its client acknowledges
+        them (also while it is detached), and re-routed if it never does."""
+        return getattr(session, "sm", None) is not None
+
+    @staticmethod
+    def holds(session: Any, data: bytes, delivery: "Delivery") -> bool:
+        """``data`` was just sent to ``session`` as part of ``delivery``: record it
+        with the unacknowledged stanza.  False if the session does not keep it
+        (no stream management, or a module held the bytes back)."""
+        sm = getattr(session, "sm", None)
+        if sm is None or not sm.unacked or sm.unacked[-1][1] is not data:
+            return False
+        seq, _data, _old = sm.unacked[-1]
+        sm.unacked[-1] = (seq, data, delivery)
+        delivery.holding += 1
         return True
 
     # ------------------------------------------------------------ detach / resume / expire
@@ -247,7 +288,7 @@ class StreamManagement(Module):
         sm.since_request = 0
         self.resumable[previd] = new
         new.write_raw(f"<resumed xmlns='{NS_SM}' previd='{previd}' h='{sm.h_in % _H_MOD}'/>".encode())
-        for _seq, data in list(sm.unacked):
+        for _seq, data, _delivery in list(sm.unacked):
             new.write_raw(data)  # re-sent as they were; still unacknowledged
         log.info("%s resumed, %d stanzas re-sent", new.jid, len(sm.unacked))
         return True
@@ -260,13 +301,25 @@ class StreamManagement(Module):
         if sm.id is not None and self.resumable.get(sm.id) is conn:
             del self.resumable[sm.id]
         pending, sm.unacked = list(sm.unacked), collections.deque()
-        for _seq, data in pending:
+        router = self.server.router
+        for _seq, data, delivery in pending:
+            if delivery is not None:
+                delivery.holding -= 1
+                if delivery.taken or delivery.holding > 0:
+                    continue  # another resource took it, or still holds it: not a second copy
+            elif not data.startswith(b"<iq"):
+                continue  # not a routed message (a copy, server output, presence): nothing to redo
             stanza = _reparse(data)
-            if stanza is not None and stanza.element.tag == _MESSAGE:
-                self.server.router.redeliver(conn, stanza)
+            if stanza is None:
+                continue
+            if delivery is not None and stanza.element.tag == _MESSAGE:
+                router.redeliver(conn, stanza)
+            elif delivery is None and stanza.element.tag == _IQ:
+                router.unanswerable(conn, stanza)
 
-    def _expire(self, conn: "C2SConnection") -> None:
-        log.info("%s: resumption window over", conn.jid)
+    def _expire(self, conn: "C2SConnection", why: str = "resumption window over") -> None:
+        if conn.bound and conn.transport is None:
+            log.info("%s: %s", conn.jid, why)
         conn.end_detached()
 
     async def _sweep(self) -> None:

@@ -251,6 +251,11 @@ class C2SConnection(asyncio.Protocol):
             self.transport.abort()
 
     # ------------------------------------------------------------- output
+    @property
+    def writable(self) -> bool:
+        """Router view: what is sent now reaches the client (see ``sessions.Session``)."""
+        return self.bound and self.transport is not None and not self._closing
+
     def send_bytes(self, data: bytes) -> None:
         """A stanza for the client (counted and kept for re-sending under XEP-0198)."""
         if self.sm is not None:

@@ -31,7 +31,6 @@ from ..errors import (
     NS_STANZAS,
     SaslFailureCondition,
     StanzaErrorCondition,
-    STANZA_ERROR_TYPES,
     StreamErrorCondition,
 )
 from ..sasl.base import (
@@ -44,6 +43,7 @@ from ..sasl.base import (
     Success,
     authzid_failure,
 )
+from ..stanza import error_reply as iq_error  # the name modules have imported from here
 from ..xml.parser import Stanza, StreamClose, StreamOpen
 from ..xml.writer import STREAM_CLOSE, serialize, stream_error, stream_header
 
@@ -236,29 +236,6 @@ def _sasl_failure(condition: SaslFailureCondition, text: str) -> bytes:
     if text:
         body += f"<text xml:lang='en'>{_escape(text)}</text>"
     return f"<failure xmlns='{NS_SASL}'>{body}</failure>".encode()
-
-
-def iq_error(elem: Element, condition: StanzaErrorCondition, text: str = "", *, from_: str | None = None) -> Element:
-    """Turn a request into its error reply (RFC 6120 §8.3.1)."""
-    reply = Element(elem.tag)
-    for key in ("id",):
-        if key in elem.attrib:
-            reply.set(key, elem.attrib[key])
-    if "from" in elem.attrib:
-        reply.set("to", elem.attrib["from"])
-    if from_ is not None:
-        reply.set("from", from_)
-    elif "to" in elem.attrib:
-        reply.set("from", elem.attrib["to"])
-    reply.set("type", "error")
-    err = Element("{jabber:client}error", {"type": STANZA_ERROR_TYPES[condition]})
-    err.append(Element(f"{{{NS_STANZAS}}}{condition.value}"))
-    if text:
-        t = Element(f"{{{NS_STANZAS}}}text")
-        t.text = text
-        err.append(t)
-    reply.append(err)
-    return reply
 
 
 class C2SMachine:

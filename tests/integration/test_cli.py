@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from xmppd.cli import _ensure_default_pki
+from xmppd.cli_common import ensure_default_pki as _ensure_default_pki
 from xmppd.config import default_config
 from xmppd.server import Server
 from xmppd.tls.identity import cert_facts
@@ -50,12 +50,13 @@ def test_certs_issue_writes_a_p12_with_the_xmppaddr_and_prints_import_steps(tmp_
     assert len(cas) == 1
 
 
-def test_certs_issue_generates_and_prints_a_passphrase_when_none_is_given(tmp_path):
+def test_certs_issue_generates_a_passphrase_and_prints_it_on_stderr_only(tmp_path):
     assert xmppd(tmp_path, "certs", "init-ca").returncode == 0
     r = xmppd(tmp_path, "certs", "issue", "carol@localhost", "--p12", "carol.p12")
     assert r.returncode == 0, r.stderr
-    line = next(l for l in r.stdout.splitlines() if "passphrase" in l)
-    passphrase = line.split(":", 1)[1].strip()
+    line = next(l for l in r.stderr.splitlines() if "passphrase" in l)
+    passphrase = line.rsplit(":", 1)[1].strip()
+    assert passphrase not in r.stdout  # stdout is what gets piped and logged
     pkcs12.load_key_and_certificates((tmp_path / "carol.p12").read_bytes(), passphrase.encode())
 
 

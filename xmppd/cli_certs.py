@@ -215,7 +215,7 @@ def add_certs_commands(certs) -> None:
                                                "default: generated and printed once on stderr")
         p.add_argument("--legacy-p12", action="store_true",
                        help="encrypt the .p12 with PBE-SHA1-3DES and a SHA-1 MAC instead of AES-256/PBKDF2-SHA256, "
-                            "for importers that only know those (Android <= 11, macOS Keychain, Windows < 10 1709)")
+                            "for importers that only know those (Android <= 11, older macOS Keychain, Windows < 10 1709)")
 
     ic = certs.add_parser("init-ca", help="create a CA (dev/test or small deployments)")
     ic.add_argument("--dir", default="certs")

@@ -127,7 +127,7 @@ def cmd_certs_issue(args, *, prefix: str = "issued", also: list | None = None) -
         print(f"  libstrophe: xmpp_conn_set_client_cert(conn, \"{out / 'cert.pem'}\", \"{out / 'key.pem'}\")")
         print(f"  try it: xmppd client send {jid} SOMEONE@{jid.domain} 'hello'  (uses {out}/cert.pem)")
         if not args.legacy_p12:
-            print("  An importer that says the passphrase is wrong or the file is invalid (Android <= 11, macOS "
+            print("  An importer that says the passphrase is wrong or the file is invalid (Android <= 11, older macOS "
                   "Keychain, Windows < 10 1709) needs --legacy-p12.")
     return recorded
 

@@ -69,8 +69,9 @@ def _listen_error(exc: OSError, config, config_path) -> CliError:
     else:
         from .cli_common import ENV_PORT, ENV_TLS_PORT
 
-        change = f"${ENV_TLS_PORT if index == 1 else ENV_PORT} (e.g. {ENV_TLS_PORT if index == 1 else ENV_PORT}=" \
-                 f"{(port or 5222) + 10000} xmppd run)"
+        direct = index is not None and config.listeners[index].tls.mode == "tls"
+        var, example = (ENV_TLS_PORT, 15223) if direct else (ENV_PORT, 15222)
+        change = f"${var} (e.g. {var}={example} xmppd run)"
     if exc.errno == errno.EADDRINUSE:
         return CliError(f"cannot listen on {where}: it is already in use (another xmppd or XMPP server?): "
                         f"stop that one, or change {change}")

@@ -89,10 +89,10 @@ def cmd_certs_issue(args, *, prefix: str = "issued", also: list | None = None) -
         raise CliError(f"--p12 {p12} is a directory: give a file name such as {p12 / (jid.local + '.p12')}",
                        EXIT_USAGE)
     password = read_secret(args.password_file, "p12 passphrase") if p12 is not None else None
-    out = Path(args.out) if args.out else d / "clients" / str(jid)
-    writable_dir(out, "--out directory")
     if p12 is not None:
         writable_dir(p12.parent, "--p12 directory", create=False)
+    out = Path(args.out) if args.out else d / "clients" / str(jid)
+    writable_dir(out, "--out directory")  # the last check: it creates the directory
 
     # 2. the files
     issued = issue_client_cert(ca, xmpp_addrs=[str(jid)], common_name=jid.local, days=args.days)

@@ -117,6 +117,12 @@ def cmd_check_config(args) -> int:
 
     from .modules import enabled_modules
 
+    if args.file and args.config_file and args.file != args.config_file:
+        raise CliError(f"two files given ({args.file} and --config {args.config_file}): check one at a time",
+                       EXIT_USAGE)
+    args.file = args.file or args.config_file
+    if not args.file:
+        raise CliError("no file to check: `xmppd check-config FILE`", EXIT_USAGE)
     config = load_file(args.file)
     modules = enabled_modules(config)
     print(f"{args.file}: OK")
@@ -238,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("file")
+    c.add_argument("file", nargs="?", help="the TOML file")
+    c.add_argument("--config", "-c", dest="config_file", metavar="FILE",
+                   help="the same, spelled like the other commands' option")
     c.set_defaults(func=cmd_check_config)
 
     from .cli_certs import add_certs_commands
@@ -279,6 +287,7 @@ def _dispatch(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    before = sys.stdout
     out = guard_stdout()
     try:
         code = _dispatch(argv)
@@ -294,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         code = fail(f"internal error {type(exc).__name__}: {exc} (a bug; {ENV_TRACEBACK}=1 shows the traceback)",
                     EXIT_RUNTIME)
     out.flush()
+    if sys.stdout is out:  # called in-process (tests, bench): leave sys.stdout as it was
+        sys.stdout = before
     return code
 
 

@@ -270,3 +270,48 @@ def test_client_with_a_wrong_password_or_an_untrusted_server_is_one_line(tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _run_in_pty(cwd: Path, args: list[str], answers: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run xmppd with a pseudo-terminal as its controlling terminal; answer each prompt (``...: ``) in turn."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is stdin/stdout/stderr and /dev/tty
+        os.chdir(cwd)
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.environ.pop("XMPPD_TRACEBACK", None)
+        os.execv(sys.executable, [*XMPPD, *args])
+    output = b""
+    pending = list(answers)
+    answered_at = -1  # len(output) when the last prompt was answered (getpass flushes typed-ahead input)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if pending and output.endswith(b": ") and len(output) != answered_at:
+                answered_at = len(output)
+                os.write(fd, pending.pop(0).encode() + b"\n")
+        else:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_user_add_in_a_terminal_prompts_twice_and_refuses_different_answers(tmp_path):
+    code, out = _run_in_pty(tmp_path, ["user", "add", "bob@localhost"], ["one", "two"])
+    assert code == 2 and "Traceback" not in out and "differ" in out, out
+    code, out = _run_in_pty(tmp_path, ["user", "add", "bob@localhost"], ["same", "same"])
+    assert code == 0 and "added bob@localhost" in out, out

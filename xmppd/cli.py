@@ -28,7 +28,8 @@ import signal
 import sys
 
 from .cli_common import (EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE, CliError, describe_os_error, ensure_default_pki,
-                         fail, guard_stdout, load_config, parse_account, positive_int, read_secret, run_storage)
+                         fail, guard_stdout, load_config, parse_account, positive_int, read_secret, run_storage,
+                         storage_error)
 
 __all__ = ["main", "build_parser"]
 
@@ -94,12 +95,16 @@ async def _serve(config, config_path=None) -> int:
         fix = (f"fix the path in {config_path} (`xmppd check-config {config_path}` lists every problem)"
                if config_path else "delete certs/server.pem and certs/server.key to have them re-created")
         raise CliError(f"config error: {exc}: {fix}", EXIT_CONFIG) from None
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         await server.start()
     except OSError as exc:  # Server.start stopped what it had started
         if exc.filename:
             raise
         raise _listen_error(exc, config, config_path) from None
+    except SQLAlchemyError as exc:
+        raise storage_error(config, exc) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -312,6 +312,12 @@ def _client(args, jid_text: str) -> Client:
                 password = getpass.getpass(f"password for {jid}: ")
             else:
                 password = read_secret("-", "password")
+        from .sasl import prepare_password
+
+        try:
+            password = prepare_password(password)  # PRECIS OpaqueString, as `xmppd user add` stored it
+        except ValueError as exc:
+            raise CliError(f"unusable password ({exc}): give the account's password", EXIT_USAGE) from None
     ca = Path(args.ca) if args.ca else (d / "ca.pem" if (d / "ca.pem").exists() else None)
     if ca is not None and not ca.exists():
         raise CliError(f"--ca {ca} does not exist: give the CA certificate that signed the server's certificate",
@@ -349,7 +355,12 @@ async def _session(client: Client, work) -> int:
 
 
 def cmd_client_send(args) -> int:
-    to = parse_account(args.to, what="the recipient") if "/" not in args.to else args.to
+    from .jid import JID, InvalidJID
+
+    try:
+        to = JID.parse(args.to)
+    except InvalidJID as exc:
+        raise CliError(f"recipient {args.to!r} is not a valid JID ({exc}): give user@domain", EXIT_USAGE) from None
     client = _client(args, args.jid)
 
     async def work(c: Client) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 __all__ = [
     "EXIT_RUNTIME", "EXIT_USAGE", "EXIT_CONFIG", "ENV_PORT", "ENV_TLS_PORT", "CliError", "fail",
     "load_config", "parse_account", "read_secret", "ca_paths", "load_ca", "days", "positive_int",
-    "writable_dir", "describe_os_error", "guard_stdout", "ensure_default_pki", "run_storage", "with_registry",
+    "writable_dir", "describe_os_error", "guard_stdout", "ensure_default_pki", "run_storage", "with_registry", "storage_error",
 ]
 
 #: the command could not be done now (state of the system, not the command line)
@@ -291,7 +291,6 @@ def run_storage(config, action) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .config.schema import redact_url
     from .storage.engine import create_engine, create_schema
 
     async def go() -> int:
@@ -305,10 +304,17 @@ def run_storage(config, action) -> int:
     try:
         return asyncio.run(go())
     except (SQLAlchemyError, OSError) as exc:
-        cause = getattr(exc, "orig", None) or exc
-        text = describe_os_error(cause) if isinstance(cause, OSError) else str(cause).splitlines()[0]
-        raise CliError(f"cannot use the database storage.url = {redact_url(config.storage.url)}: {text}: "
-                       "check storage.url (and that its directory is writable or the server is reachable)") from None
+        raise storage_error(config, exc) from None
+
+
+def storage_error(config, exc: Exception) -> CliError:
+    """The one-line error for a database that cannot be opened or used."""
+    from .config.schema import redact_url
+
+    cause = getattr(exc, "orig", None) or exc
+    text = describe_os_error(cause) if isinstance(cause, OSError) else (str(cause).splitlines() or ["?"])[0]
+    return CliError(f"cannot use the database storage.url = {redact_url(config.storage.url)}: {text}: "
+                    "check storage.url (and that its directory is writable or the server is reachable)")
 
 
 def with_registry(config, action) -> int:

@@ -1,4 +1,6 @@
-"""``xmppd certs`` registry commands (wired into :mod:`xmppd.cli` by :func:`add_certs_commands`).
+"""``xmppd certs`` subcommands (wired into :mod:`xmppd.cli` by :func:`add_certs_commands`).
+
+Issuing (init-ca, server, issue, renew) lives in :mod:`xmppd.cli_issue`; the registry commands here:
 
     xmppd certs list [JID] [--expiring 30d]      registered client certificates (all accounts without JID)
     xmppd certs revoke JID|FINGERPRINT [--dir]   revoke in the registry and put the serial on DIR/crl.pem
@@ -8,8 +10,8 @@
     xmppd certs crl [--dir]                      re-sign DIR/crl.pem (before its nextUpdate)
 
 All take ``--config`` (default: the embedded config, like ``xmppd user add``) to
-find the storage database.  ``xmppd certs issue`` records what it issues
-through :func:`record_issued`.
+find the storage database.  ``xmppd certs issue``/``renew`` record what they
+issue through :func:`xmppd.cli_issue.record_issued`.
 
 A running server sees registry changes at once for new logins (same
 database).  Live sessions of a certificate revoked here are closed when the

@@ -33,6 +33,9 @@ from .cli_common import (EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE, CliError, descri
 
 __all__ = ["main", "build_parser"]
 
+#: the pre-cli_common name, for code written against it
+_fail = fail
+
 #: set to 1 to see the traceback of an unexpected error (a bug) instead of its one-line summary
 ENV_TRACEBACK = "XMPPD_TRACEBACK"
 
@@ -282,13 +285,24 @@ def _dispatch(argv: list[str] | None) -> int:
     from xmppd_auth.base import AuthConfigError
     from .config import ConfigError
 
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except ConfigError as exc:
-        return fail(f"config error: {exc}", EXIT_CONFIG)
-    except AuthConfigError as exc:
-        return fail(f"config error: {exc}", EXIT_CONFIG)
+    except (ConfigError, AuthConfigError) as exc:
+        path = getattr(args, "config", None) or getattr(args, "file", None) or getattr(args, "config_file", None)
+        if path and not os.path.isfile(path):
+            fix = "give the path of an existing TOML file"
+        elif path and args.func is not cmd_check_config:
+            fix = f"correct {path} (`xmppd check-config {path}` lists every problem)"
+        else:
+            fix = f"correct {path or 'the configuration'}"
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        if len(lines) == 1:
+            return fail(f"config error: {lines[0]}: {fix}", EXIT_CONFIG)
+        # several problems at once (issue 16): one indented line per TOML key, then what to do
+        fail("\n".join([f"config error: {lines[0]}", *lines[1:]]), EXIT_CONFIG, one_line=False)
+        return fail(fix, EXIT_CONFIG)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,11 +48,11 @@ class CliError(Exception):
         self.code = code
 
 
-def fail(message: str, code: int = EXIT_RUNTIME) -> int:
-    """Print ``xmppd: message`` as one line on stderr and return ``code``."""
-    line = " ".join(str(message).split())
+def fail(message: str, code: int = EXIT_RUNTIME, *, one_line: bool = True) -> int:
+    """Print ``xmppd: message`` on stderr (as one line unless ``one_line=False``) and return ``code``."""
+    text = " ".join(str(message).split()) if one_line else str(message).rstrip()
     try:
-        print(f"xmppd: {line}", file=sys.stderr, flush=True)
+        print(f"xmppd: {text}", file=sys.stderr, flush=True)
     except OSError:  # stderr closed too: the exit status is all that is left
         pass
     return code

@@ -125,7 +125,9 @@ def cmd_certs_issue(args, *, prefix: str = "issued", also: list | None = None) -
         print(f"  Conversations: Settings > Manage accounts > ⋮ > Add account with certificate, pick {p12.name}")
         print(f"  slixmpp: ClientXMPP('{jid}', None) with certfile={out / 'cert.pem'} keyfile={out / 'key.pem'}")
         print(f"  libstrophe: xmpp_conn_set_client_cert(conn, \"{out / 'cert.pem'}\", \"{out / 'key.pem'}\")")
-        print(f"  try it: xmppd client send {jid} SOMEONE@{jid.domain} 'hello'  (uses {out}/cert.pem)")
+        where = "" if args.out is None and args.dir == "certs" else (
+            f" --cert {out / 'cert.pem'}" + ("" if args.dir == "certs" else f" --dir {d}"))
+        print(f"  try it: xmppd client send {jid} SOMEONE@{jid.domain} 'hello'{where}")
         if not args.legacy_p12:
             print("  An importer that says the passphrase is wrong or the file is invalid (Android <= 11, older macOS "
                   "Keychain, Windows < 10 1709) needs --legacy-p12.")

@@ -12,7 +12,7 @@ it is not a terminal, or a prompt).  The server certificate is verified against 
 
 Spec references: RFC 6120 §5 (STARTTLS), §6 (SASL; EXTERNAL per XEP-0178 with an empty authzid ``=``), §7
 (bind); RFC 5802 / RFC 7677 (SCRAM, client side, no channel binding: gs2 flag ``n``); RFC 6121 §4.2 (initial
-presence), §5.2.2 (type ``chat``); XEP-0199 (ping, used as a barrier before logging out).
+presence), §5.2.2 (type ``chat``); XEP-0198 acks and XEP-0199 ping as the barrier before logging out.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_PING = "urn:xmpp:ping"
+NS_SM = "urn:xmpp:sm:3"
 _SCRAM = (("SCRAM-SHA-512", "sha512"), ("SCRAM-SHA-256", "sha256"), ("SCRAM-SHA-1", "sha1"))
 
 
@@ -121,6 +122,9 @@ class Client:
         self._events: list = []
         #: stanzas that arrived while waiting for something else (see barrier())
         self._pending: list[ET.Element] = []
+        #: stream management enabled (XEP-0198), and the stanzas received since (for <a h=.../>)
+        self.sm = False
+        self.received = 0
 
     # -- bytes
     async def _connect(self) -> None:
@@ -213,6 +217,11 @@ class Client:
         if result.get("type") != "result":
             raise LoginFailed("resource binding failed")
         self.full_jid = _text(result.find(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid"))
+        if features.find(_q(NS_SM, "sm")) is not None:
+            # XEP-0198 without resumption: the server's <a h='N'/> then says the stanzas it took
+            self.send(ET.Element(_q(NS_SM, "enable")))
+            answer = await self.next_stanza()
+            self.sm = answer.tag == _q(NS_SM, "enabled")
         return self
 
     async def _authenticate(self, offered: list[str]) -> None:
@@ -268,17 +277,45 @@ class Client:
         ET.SubElement(msg, _q(NS_CLIENT, "body")).text = body
         self.send(msg)
 
+    async def _next_after_login(self, timeout: float = STEP_TIMEOUT_S) -> ET.Element:
+        """The next stanza; answers the server's ack requests and counts what it must acknowledge."""
+        while True:
+            stanza = await self.next_stanza(timeout)
+            if stanza.tag == _q(NS_SM, "r"):
+                self.send(ET.Element(_q(NS_SM, "a"), {"h": str(self.received)}))
+                continue
+            if stanza.tag.startswith("{%s}" % NS_CLIENT):
+                self.received += 1
+            return stanza
+
+    async def next_client_stanza(self, timeout: float = STEP_TIMEOUT_S) -> ET.Element:
+        """The next message/presence/iq (first those that arrived while waiting in :meth:`barrier`)."""
+        while not self._pending:
+            stanza = await self._next_after_login(timeout)
+            if stanza.tag.startswith("{%s}" % NS_CLIENT):
+                return stanza
+        return self._pending.pop(0)
+
     async def barrier(self) -> None:
-        """Ping the server and wait for the answer: everything sent before is handled."""
+        """Wait until the server has taken everything sent so far.
+
+        With stream management an ack request first, answered by ``<a h='N'/>`` once the server took the
+        stanzas (XEP-0198 §4); then a ping (XEP-0199), answered after everything before it was handled."""
+        if self.sm:
+            self.send(ET.Element(_q(NS_SM, "r")))
+            while (stanza := await self._next_after_login()).tag != _q(NS_SM, "a"):
+                if stanza.tag.startswith("{%s}" % NS_CLIENT):
+                    self._pending.append(stanza)
         ping_id = "barrier-" + secrets.token_hex(4)
         iq = ET.Element(_q(NS_CLIENT, "iq"), {"type": "get", "id": ping_id, "to": self.jid.domain})
         ET.SubElement(iq, _q(NS_PING, "ping"))
         self.send(iq)
         while True:
-            stanza = await self.next_stanza()
+            stanza = await self._next_after_login()
             if stanza.tag == _q(NS_CLIENT, "iq") and stanza.get("id") == ping_id:
                 return
-            self._pending.append(stanza)
+            if stanza.tag.startswith("{%s}" % NS_CLIENT):
+                self._pending.append(stanza)
 
     async def close(self) -> None:
         if self.writer is None:
@@ -386,7 +423,7 @@ def cmd_client_listen(args) -> int:
                 raise CliError(f"{got} of {args.count} message(s) arrived within {args.timeout:g} s: "
                                "wait longer with --timeout, or check the sender's output")
             try:
-                stanza = c._pending.pop(0) if c._pending else await c.next_stanza(left)
+                stanza = await c.next_client_stanza(left)
             except (asyncio.TimeoutError, TimeoutError):
                 continue
             body = stanza.find(_q(NS_CLIENT, "body"))

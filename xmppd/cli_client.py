@@ -30,7 +30,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .cli_common import EXIT_USAGE, CliError, default_ports, parse_account, positive_int, read_secret
+from .cli_common import EXIT_USAGE, CliError, default_ports, parse_account, port_number, positive_int, read_secret
 
 __all__ = ["add_client_commands", "CONNECT_RETRY_S", "STEP_TIMEOUT_S", "DEFAULT_LISTEN_TIMEOUT_S"]
 
@@ -449,7 +449,7 @@ def add_client_commands(sub) -> None:
         p.add_argument("--ca", help="CA that signed the server's certificate (default DIR/ca.pem if it exists, "
                                     "else the system's)")
         p.add_argument("--host", help="server address (default: the JID's domain)")
-        p.add_argument("--port", type=int, help="port (default 5222, or 5223 with --direct-tls; "
+        p.add_argument("--port", type=port_number, help="port (default 5222, or 5223 with --direct-tls; "
                                                 "$XMPPD_PORT / $XMPPD_TLS_PORT)")
         p.add_argument("--direct-tls", action="store_true", help="TLS from the first byte (XEP-0368) instead of "
                                                                  "STARTTLS")

@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = [
     "EXIT_RUNTIME", "EXIT_USAGE", "EXIT_CONFIG", "ENV_PORT", "ENV_TLS_PORT", "CliError", "fail",
-    "load_config", "parse_account", "read_secret", "ca_paths", "load_ca", "days", "positive_int",
+    "load_config", "parse_account", "read_secret", "ca_paths", "load_ca", "days", "positive_int", "port_number",
     "writable_dir", "describe_os_error", "guard_stdout", "ensure_default_pki", "run_storage", "with_registry", "storage_error",
 ]
 
@@ -182,6 +182,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is not allowed: give a number of at least 1")
+    return n
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 1..65535."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a TCP port: give 1..65535")
     return n
 
 

@@ -199,6 +199,7 @@ def test_certs_issue_piped_into_head_exits_cleanly_and_registers(ca_dir):
     ["certs", "crl", "--crl-days", "0"],
     ["audit", "tail", "-n", "-3"],
     ["client", "listen", "alice@localhost", "--count", "0"],
+    ["client", "send", "alice@localhost", "bob@localhost", "hi", "--port", "99999"],
 ])
 def test_a_bad_number_is_a_usage_error_and_nothing_is_written(ca_dir, args):
     one_line_error(xmppd(ca_dir, *args), 2, "--help")

@@ -7,6 +7,7 @@ import json
 import time
 
 from .audit import explain, read_records, records_for
+from .cli_common import EXIT_USAGE, CliError, load_config, positive_int
 
 __all__ = ["add_audit_commands"]
 
@@ -15,11 +16,10 @@ FOLLOW_POLL_S = 0.5
 
 
 def _audit_file(args):
-    from .cli import _load
-
-    config = _load(args)
+    config = load_config(args)
     if not config.audit.enabled:
-        raise SystemExit("xmppd: audit.enabled is false in this configuration")
+        raise CliError("audit.enabled is false in this configuration: there is no audit log to read "
+                       "(set audit.enabled = true)", EXIT_USAGE)
     return config.audit.file
 
 
@@ -76,7 +76,7 @@ def add_audit_commands(sub: argparse._SubParsersAction) -> None:
         dest="audit_command", required=True)
     tail = audit.add_parser("tail", help="the last audit records, explained")
     tail.add_argument("--config", "-c")
-    tail.add_argument("-n", "--lines", type=int, default=20)
+    tail.add_argument("-n", "--lines", type=positive_int, default=20)
     tail.add_argument("--jid", help="only records about this account")
     tail.add_argument("--json", action="store_true", help="raw JSON lines")
     tail.add_argument("-f", "--follow", action="store_true")

@@ -374,5 +374,5 @@ def run_ephemeral(*, accounts: int, domain: str, json_target: str, log_level: st
         EphemeralServer(accounts=accounts, domain=domain)  # argument checks only; nothing starts
     except ValueError as exc:
         print(f"xmppd: {exc}", file=sys.stderr)
-        return 64
+        return 2  # usage error (xmppd.cli_common.EXIT_USAGE)
     return asyncio.run(_serve_ephemeral(accounts, domain, json_target))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from xmppd.cli import _ensure_default_pki
+from xmppd.cli_common import ensure_default_pki as _ensure_default_pki
 from xmppd.config import default_config
 from xmppd.server import Server
 from xmppd.tls.identity import cert_facts
@@ -50,12 +52,13 @@ def test_certs_issue_writes_a_p12_with_the_xmppaddr_and_prints_import_steps(tmp_
     assert len(cas) == 1
 
 
-def test_certs_issue_generates_and_prints_a_passphrase_when_none_is_given(tmp_path):
+def test_certs_issue_generates_a_passphrase_and_prints_it_on_stderr_only(tmp_path):
     assert xmppd(tmp_path, "certs", "init-ca").returncode == 0
     r = xmppd(tmp_path, "certs", "issue", "carol@localhost", "--p12", "carol.p12")
     assert r.returncode == 0, r.stderr
-    line = next(l for l in r.stdout.splitlines() if "passphrase" in l)
-    passphrase = line.split(":", 1)[1].strip()
+    line = next(l for l in r.stderr.splitlines() if "passphrase" in l)
+    passphrase = line.rsplit(":", 1)[1].strip()
+    assert passphrase not in r.stdout  # stdout is what gets piped and logged
     pkcs12.load_key_and_certificates((tmp_path / "carol.p12").read_bytes(), passphrase.encode())
 
 
@@ -115,3 +118,25 @@ async def test_readme_flow_on_the_embedded_default(tmp_path, monkeypatch):
             if c is not None:
                 await c.close()
         await server.stop()
+
+
+def _p12_info(path: Path, passphrase: str) -> str:
+    r = subprocess.run(["openssl", "pkcs12", "-in", str(path), "-info", "-noout", "-passin", f"pass:{passphrase}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
+def test_certs_issue_legacy_p12_is_3des_with_a_sha1_mac_and_the_default_is_aes256_sha256(tmp_path):
+    """What README says --legacy-p12 does, read back by OpenSSL itself."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    assert xmppd(tmp_path, "certs", "init-ca").returncode == 0
+    for name, extra in (("modern", []), ("legacy", ["--legacy-p12"])):
+        r = xmppd(tmp_path, "certs", "issue", f"{name}@localhost", "--p12", f"{name}.p12", "--password-file", "-",
+                  *extra, stdin="pw\n")
+        assert r.returncode == 0, r.stderr
+    modern, legacy = _p12_info(tmp_path / "modern.p12", "pw"), _p12_info(tmp_path / "legacy.p12", "pw")
+    assert "MAC: sha256" in modern and "AES-256-CBC" in modern and "hmacWithSHA256" in modern, modern
+    assert "MAC: sha1" in legacy and "pbeWithSHA1And3-KeyTripleDES-CBC" in legacy, legacy
+    assert "AES" not in legacy, legacy

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from xmppd.cli import _ensure_default_pki
+from xmppd.cli_common import ensure_default_pki as _ensure_default_pki
 from xmppd.config import default_config
 from xmppd.server import Server
 from xmppd.storage import create_engine, create_schema
@@ -83,7 +83,7 @@ def test_certs_list_expiring_30d_shows_only_certificates_ending_within_30_days(t
     assert "no registered certificates expiring" in ok(tmp_path, "certs", "list", "bob@localhost",
                                                        "--expiring", "30d")
     bad = xmppd(tmp_path, "certs", "list", "--expiring", "soon")
-    assert bad.returncode == 64 and "not a duration" in bad.stderr
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
 
 
 async def test_certs_revoke_marks_the_registry_and_puts_the_serial_on_crl_pem(tmp_path):
@@ -119,7 +119,7 @@ def test_certs_policy_sets_and_clears_the_per_account_override(tmp_path):
     assert "follows auth.cert_registry (ifpresent)" in ok(tmp_path, "certs", "policy", "alice@localhost",
                                                           "default")
     bad = xmppd(tmp_path, "certs", "policy", "alice@elsewhere.example", "never")
-    assert bad.returncode == 64 and "general.hosts" in bad.stderr
+    assert bad.returncode == 2 and "general.hosts" in bad.stderr
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from tests.pg import skip_or_fail
 from tests.support.nats_server import NatsServer, nats_server_binary
 from xmppd.cluster import Delivery, Entry, LocalBus
 from xmppd.cluster.nats_bus import NatsBus
 
-pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
 
 FAST = dict(heartbeat_s=0.1, node_timeout_s=0.6, deliver_timeout_s=1.0, call_timeout_s=1.0,
             reconnect_wait_s=0.1)
@@ -18,6 +18,8 @@ FAST = dict(heartbeat_s=0.1, node_timeout_s=0.6, deliver_timeout_s=1.0, call_tim
 
 @pytest.fixture
 def nats_srv(tmp_path):
+    if nats_server_binary() is None:
+        skip_or_fail("nats-server is not installed (Debian package nats-server; .ci/run installs it)")
     srv = NatsServer(tmp_path).start()
     yield srv
     srv.stop()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xmppd.cli import _ensure_default_pki
+from xmppd.cli_common import ensure_default_pki as _ensure_default_pki
 from xmppd.config import default_config
 from xmppd.server import Server
 

@@ -132,6 +132,8 @@ def cmd_check_config(args) -> int:
     if not args.file:
         raise CliError("no file to check: `xmppd check-config FILE`", EXIT_USAGE)
     config, problems = check_config_file(args.file)  # every problem, each naming its TOML key
+    if config is None and len(problems) == 1:
+        raise CliError(str(problems[0]), EXIT_CONFIG)  # one problem: one line
     for problem in problems:
         print(f"xmppd: {problem}", file=sys.stderr)
     if config is None:

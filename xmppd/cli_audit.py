@@ -49,10 +49,10 @@ def cmd_audit_tail(args) -> int:
 
 
 def cmd_explain_login(args) -> int:
-    from .cli import _load
+    from .cli_common import load_config
     from .pki.crl_upkeep import crl_report
 
-    for line in crl_report(_load(args), problems_only=True):  # an expired CRL refuses every cert login
+    for line in crl_report(load_config(args), problems_only=True):  # an expired CRL refuses every cert login
         print(line)
     path = _audit_file(args)
     recs = records_for(read_records(path), args.jid)

@@ -290,7 +290,11 @@ def listening_socket(host: str, port: int) -> tuple[socket.socket, str]:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
             if dual:
                 shown = "[::] (IPv6 and IPv4)"
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:  # name the address, as asyncio's create_server does
+            raise OSError(exc.errno, f"error while attempting to bind on address ({host!r}, {port}): "
+                                     f"{exc.strerror}") from None
         sock.setblocking(False)
     except BaseException:
         sock.close()

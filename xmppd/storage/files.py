@@ -16,6 +16,7 @@ the audit log names who logged in from where.  So whatever the umask:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -56,6 +57,8 @@ def private_dir(path: os.PathLike | str) -> Path:
             continue  # created meanwhile by someone else: judged below like any existing one
         os.chmod(d, PRIVATE_DIR_MODE)
     if path not in missing:
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         warn_if_open(path)
     return path
 

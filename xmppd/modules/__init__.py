@@ -14,6 +14,7 @@ from .pep import Pep
 from .presence import PresenceModule
 from .roster import RosterModule
 from .mam import Mam
+from .muc import Muc
 from .saslcert import SaslCert
 from .session import LegacySession
 from .sm import StreamManagement
@@ -22,7 +23,7 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, LegacySession, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
-                                      StreamManagement, VCard, Caps, Pep)
+                                      StreamManagement, VCard, Caps, Pep, Muc)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -282,9 +282,10 @@ class Admin:
             config.password = ""
         elif protected and not config.password:
             raise MucError(E.NOT_ACCEPTABLE, "a password-protected room needs muc#roomconfig_roomsecret")
-        reason = self.muc.policy(room).check_choice(room, config.e2ee)
-        if reason is not None:
-            raise MucError(E.NOT_ACCEPTABLE, reason)
+        if config.e2ee != room.config.e2ee:  # only an explicit choice is checked against the floor
+            reason = self.muc.policy(room).check_choice(room, config.e2ee)
+            if reason is not None:
+                raise MucError(E.NOT_ACCEPTABLE, reason)
         if len(json.dumps(config.to_dict())) > self.muc.options["max_config_bytes"]:
             raise MucError(E.NOT_ACCEPTABLE, "the configuration is too large (modules.muc.max_config_bytes)")
         old = room.config

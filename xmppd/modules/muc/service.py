@@ -342,6 +342,7 @@ class Muc(Module):
         if o["create_encrypted_only"]:
             config.e2ee = config.e2ee_floor = "require"
         room = self.new_room(to.bare, config, now)
+        config.e2ee = self.policies[room.jid.domain].effective(room)  # the form shows the floor
         room.locked = True  # XEP-0045 §10.1.1: until the owner accepts an instant room or configures it
         room.set_affiliation(bare, "owner")
         self.rooms[room.jid] = room

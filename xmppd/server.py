@@ -89,6 +89,8 @@ class Server:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        for m in self.modules:
+            m.before_stop()  # sessions are still open (e.g. MUC: status 332 to occupants)
         for listener in self.listeners:
             await listener.stop()
         # let the aborted transports' connection_lost callbacks run (they end sessions and

@@ -29,12 +29,14 @@ import logging
 import time
 from xml.etree.ElementTree import Element
 
+import precis_i18n
+
 from ...config import ConfigError
 from ...errors import StanzaErrorCondition as E
 from ...jid import JID, InvalidJID
 from ...storage.muc import MucStore
-from ...xml.writer import serialize
-from .._im import attr
+from ...xml.writer import rewrite_start_tag, serialize
+from .._im import attr, delay_element, insert_before_end, parse_xep82, start_tag_len
 from ..base import Module
 from .disco import MucDisco
 from .messages import Messages
@@ -50,6 +52,11 @@ C = "{jabber:client}"
 PRESENCE, MESSAGE, IQ = f"{C}presence", f"{C}message", f"{C}iq"
 #: presence children never rebroadcast from a client (the room adds its own)
 _STRIPPED = frozenset({f"{{{NS_MUC}}}x", f"{{{NS_USER}}}x", f"{{{NS_OCCUPANT_ID}}}occupant-id"})
+
+
+#: RFC 8266 nicknames (case preserved, as shown to others); longest nick in UTF-8 bytes
+_NICKNAME = precis_i18n.get_profile("NicknameCasePreserved")
+MAX_NICK_BYTES = 256
 
 
 def _now() -> _dt.datetime:
@@ -143,12 +150,17 @@ class Muc(Module):
         if self.rooms:
             log.info("muc: %d persistent room(s) loaded", len(self.rooms))
 
-    async def stop(self) -> None:
-        # XEP-0045 §15.6: 332, removed because the service is shutting down
+    def before_stop(self) -> None:
+        # XEP-0045 §15.6: 332, removed because the service is shutting down (sessions still open)
         for room in list(self.rooms.values()):
             for occ in list(room.occupants.values()):
                 self.send(occ.jid, occupant_presence(room, occ, occ.jid, viewer=occ, unavailable=True,
                                                      codes=(STATUS["shutdown"],)))
+            room.occupants.clear()
+            room.by_jid.clear()
+        self.joined.clear()
+
+    async def stop(self) -> None:
         await self.archive.stop()
 
     # ------------------------------------------------------------ helpers used by the parts
@@ -272,6 +284,7 @@ class Muc(Module):
             return
         if to.resource is None:
             raise MucError(E.JID_MALFORMED, "a nickname is required to enter a room (room@service/nick)")
+        to = to.bare.with_resource(self.nick(to.resource))
         if occ is not None:
             if occ.nick != to.resource:
                 self._change_nick(session, room, occ, to.resource, el)
@@ -280,6 +293,17 @@ class Muc(Module):
                 self.broadcast_presence(room, occ)
             return
         self._join(session, stanza, to, room)
+
+    @staticmethod
+    def nick(text: str) -> str:
+        """PRECIS Nickname profile (RFC 8266, case preserved): width-mapped, spaces folded."""
+        try:
+            nick = _NICKNAME.enforce(text)
+        except Exception:  # noqa: BLE001 - precis_i18n raises UnicodeError / ValueError subclasses
+            raise MucError(E.JID_MALFORMED, "not a valid nickname (RFC 8266)") from None
+        if not nick or len(nick.encode()) > MAX_NICK_BYTES:
+            raise MucError(E.JID_MALFORMED, f"a nickname has 1..{MAX_NICK_BYTES} bytes")
+        return nick
 
     @staticmethod
     def _presence_payload(el: Element) -> bytes:
@@ -319,8 +343,7 @@ class Muc(Module):
             codes.append(STATUS["logged"])
         if created:
             codes.append(STATUS["created"])
-        raw_to = el.get("to", "")
-        if raw_to.partition("/")[2] != to.resource:
+        if el.get("to", "").partition("/")[2] != to.resource:
             codes.append(STATUS["nick_changed_by_service"])
         self.broadcast_presence(room, occ, self_codes=tuple(codes))
         self._send_history(room, occ, x, now)
@@ -362,13 +385,10 @@ class Muc(Module):
                         pass
             since = hist.get("since")
             if since:
-                from .._im import parse_xep82
                 try:
                     args["since"] = parse_xep82(since)
                 except ValueError:
                     pass
-        from .._im import delay_element, insert_before_end, start_tag_len
-        from ...xml.writer import rewrite_start_tag
         for item in room.history_for(now, **args):
             data = rewrite_start_tag(item.data, start_tag_len(item.data), {"to": str(occ.jid)})
             delay = delay_element(str(room.jid), item.ts)

@@ -12,6 +12,8 @@ from .carbons import Carbons
 from .offline import Offline
 from .pep import Pep
 from .presence import PresenceModule
+from .private import Private
+from .bookmarks import Bookmarks
 from .roster import RosterModule
 from .mam import Mam
 from .muc import Muc
@@ -23,7 +25,7 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, LegacySession, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
-                                      StreamManagement, VCard, Caps, Pep, Muc)
+                                      StreamManagement, VCard, Caps, Pep, Private, Bookmarks, Muc)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -135,3 +135,59 @@ async def test_service_is_listed_in_server_disco_items_and_answers_disco_info(se
     info = await alice.plugin["xep_0030"].get_info(jid=SERVICE, timeout=WAIT_S)
     assert "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
     assert ("conference", "text") in {(i[0], i[1]) for i in info["disco_info"]["identities"]}
+
+
+async def test_two_sessions_of_one_account_share_a_nick_and_both_get_the_messages(server, clients, pki):
+    alice = await muc_client(clients, pki, server, "alice")
+    phone = await muc_client(clients, pki, server, "bob", resource="phone")
+    laptop = await muc_client(clients, pki, server, "bob", resource="laptop")
+    room = await create_room(alice, "multi", "Alice")
+    await phone.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    await laptop.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    alice.send_message(mto=room, mbody="to both", mtype="groupchat")
+    for c in (phone, laptop):
+        msg = await next_groupchat(c)
+        while msg["body"] != "to both":
+            msg = await next_groupchat(c)
+    # one session leaves: the nick stays for the others
+    seen = []
+    alice.add_event_handler(f"muc::{room}::got_offline", lambda p: seen.append(p))
+    laptop.plugin["xep_0045"].leave_muc(room, "Bob")
+    await asyncio.sleep(0.3)
+    assert seen == []
+    muc = next(m for m in server.modules if m.name == "muc")
+    assert "Bob" in next(r for j, r in muc.rooms.items() if str(j) == str(room)).occupants
+    phone.plugin["xep_0045"].leave_muc(room, "Bob")
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    assert seen and str(seen[0]["from"]) == f"{room}/Bob"
+
+
+async def test_a_new_temporary_room_does_not_inherit_the_archive_of_an_ended_one(server, pki):
+    from .muc_support import raw_user
+
+    alice = await raw_user(server, pki, "alice")
+    room = "again@conference.localhost"
+    try:
+        for round_ in ("first", "second"):
+            alice.mark()
+            await alice.send(f"<presence to='{room}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+            await alice.read_until(b"<subject")
+            await alice.send(f"<iq type='set' id='c-{round_}' to='{room}'><query "
+                             "xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/>"
+                             f"</query></iq>")
+            await alice.read_until(f"id='c-{round_}'")
+            await alice.send(f"<message to='{room}' type='groupchat' id='m-{round_}'><body>{round_} life</body>"
+                             "</message>")
+            await alice.read_until(f"id='m-{round_}'.*?</message>")
+            if round_ == "first":
+                await alice.send(f"<presence to='{room}/Alice' type='unavailable'/>")
+                await alice.read_until(b"type='unavailable'")
+        alice.mark()
+        await alice.send(f"<iq type='set' id='q' to='{room}'><query xmlns='urn:xmpp:mam:2'/></iq>")
+        got = await alice.read_until(b"id='q'.*?</iq>")
+        assert b"second life" in got and b"first life" not in got
+    finally:
+        await alice.close()

@@ -175,7 +175,7 @@ async def test_three_omemo_clients_in_a_members_only_room_decrypt_what_the_serve
         assert decrypted["body"] == secret, u  # the sender's reflection too (plugin cache)
 
     # control: a plaintext in an unencrypted room is archived where the scan can see it
-    plain_room = await create_room(alice, "plain", "alice")
+    plain_room = await create_room(alice, "plain", "alice", {"muc#roomconfig_persistentroom": True})
     alice.send_message(mto=plain_room, mbody=control, mtype="groupchat")
     await next_groupchat(alice)
     muc = next(m for m in server.modules if m.name == "muc")

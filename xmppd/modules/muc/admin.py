@@ -322,9 +322,9 @@ class Admin:
             codes.append(STATUS["logged"] if new.archive else 171)
         status = "".join(f"<status code='{c}'/>" for c in codes)
         for occ in list(room.occupants.values()):
-            self.muc.send(occ.jid, (f"<message type='groupchat' from='{attr(str(room.jid))}' "
-                                    f"to='{attr(str(occ.jid))}'><x xmlns='{NS_USER}'>{status}</x></message>"
-                                    ).encode())
+            self.muc.to_occupant(occ, lambda to: (f"<message type='groupchat' from='{attr(str(room.jid))}' "
+                                                  f"to='{attr(str(to))}'><x xmlns='{NS_USER}'>{status}</x></message>"
+                                                  ).encode())
 
     # ------------------------------------------------------------ destroy
     def _destroy(self, session, el: Element, room: Room, destroy: Element) -> None:
@@ -334,13 +334,11 @@ class Admin:
         d += (f"<reason>{attr(reason)}</reason>" if reason else "") + "</destroy>"
         self.muc.rooms.pop(room.jid, None)
         for occ in list(room.occupants.values()):
-            data = occupant_presence(room, occ, occ.jid, viewer=occ, unavailable=True, affiliation="none")
-            data = data.replace(b"</x>", d.encode() + b"</x>", 1)
-            self.muc.send(occ.jid, data)
+            self.muc.to_occupant(occ, lambda to, o=occ: occupant_presence(
+                room, o, to, viewer=o, unavailable=True, affiliation="none").replace(b"</x>", d.encode() + b"</x>", 1))
             room.remove(occ.jid)
-            rooms = self.muc.joined.get(occ.jid)
-            if rooms is not None:
-                rooms.discard(room.jid)
+            for real in occ.sessions:
+                self.muc._forget(real, room.jid)
 
         async def commit() -> None:
             await self.muc.store.delete_room(room.jid.domain, room.jid.local)

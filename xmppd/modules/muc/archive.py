@@ -154,6 +154,9 @@ class RoomArchive:
         last = self._last
         if last is not None and not last.done():  # a message just relayed must be findable
             await asyncio.wait([last], timeout=WRITE_WAIT_S)
+        # only this incarnation of the room: an earlier room of the same name is not its history
+        start = args.get("start")
+        args["start"] = max(start, room.created_at) if start is not None else room.created_at
         try:
             page = await self.muc.store.query(room.jid.domain, room.jid.local, **args)
         except UnknownArchiveId as exc:

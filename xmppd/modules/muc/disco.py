@@ -18,7 +18,6 @@ from xml.etree.ElementTree import Element, SubElement
 
 from ...errors import StanzaErrorCondition as E
 from ...xml.writer import serialize
-from .._im import attr
 from .policy import ROOMINFO_VAR
 from .presence import NS_MUC, NS_OCCUPANT_ID
 from .room import MucError, Room
@@ -130,5 +129,3 @@ def el_from(el: Element):
 
     return JID.parse(el.get("from", ""))
 
-
-_ = attr  # re-exported helpers stay importable for the other parts

@@ -116,7 +116,7 @@ class Messages:
         if stanza.element.find(BODY) is not None or archived:
             room.remember(HistoryItem(now, occ.nick, base))
         for other in list(room.occupants.values()):
-            self.muc.send(other.jid, rewrite_start_tag(base, stl, {"to": str(other.jid)}))
+            self.muc.to_occupant(other, lambda to: rewrite_start_tag(base, stl, {"to": str(to)}))
 
     def _subject(self, session, el: Element, room: Room, occ: Occupant) -> None:
         if not room.may_change_subject(occ):
@@ -129,8 +129,9 @@ class Messages:
         frm = attr(f"{room.jid}/{occ.nick}")
         ident = f" id='{attr(el.get('id'))}'" if el.get("id") else ""
         for other in list(room.occupants.values()):
-            self.muc.send(other.jid, (f"<message type='groupchat' from='{frm}' to='{attr(str(other.jid))}'"
-                                      f"{ident}><subject>{attr(room.subject)}</subject></message>").encode())
+            self.muc.to_occupant(other, lambda to: (
+                f"<message type='groupchat' from='{frm}' to='{attr(str(to))}'{ident}>"
+                f"<subject>{attr(room.subject)}</subject></message>").encode())
 
     # ------------------------------------------------------------ private messages
     def _private(self, session, stanza, room: Room, nick: str) -> None:
@@ -149,11 +150,11 @@ class Messages:
         if not self.muc.rate_ok(room, occ):
             raise MucError(E.RESOURCE_CONSTRAINT, "you are sending too fast (modules.muc.message_rate)")
         data, stl = self._clean(stanza, room)
-        out = rewrite_start_tag(data, stl, {"from": f"{room.jid}/{occ.nick}", "to": str(target.jid)})
         # XEP-0045 §7.5: marked as a MUC private message; XEP-0421 id of the sender
-        out = insert_before_end(out, (f"<x xmlns='{NS_USER}'/><occupant-id xmlns='{NS_OCCUPANT_ID}' "
-                                      f"id='{attr(occ.occupant_id)}'/>").encode())
-        self.muc.send(target.jid, out)
+        data = insert_before_end(data, (f"<x xmlns='{NS_USER}'/><occupant-id xmlns='{NS_OCCUPANT_ID}' "
+                                        f"id='{attr(occ.occupant_id)}'/>").encode())
+        self.muc.to_occupant(target, lambda to: rewrite_start_tag(
+            data, stl, {"from": f"{room.jid}/{occ.nick}", "to": str(to)}))
 
     # ------------------------------------------------------------ iq to room@service/nick
     def occupant_iq(self, session, stanza, to: JID, room: Room | None) -> None:

@@ -81,8 +81,11 @@ class RoomConfig:
 
 @dataclass(slots=True)
 class Occupant:
+    """One nick in the room.  Several sessions of the same account may share it
+    (XEP-0045 §7.2 multi-session: each gets everything the room sends)."""
+
     nick: str
-    jid: JID  # the real full JID
+    jid: JID  # the real full JID of the first session (shown in items)
     role: str
     occupant_id: str  # XEP-0421
     #: serialised presence children to rebroadcast (show, status, caps...; no MUC elements)
@@ -90,6 +93,12 @@ class Occupant:
     #: message rate limit: token bucket (tokens, last refill time)
     tokens: float = 0.0
     refilled: float = 0.0
+    #: further sessions of the same account under this nick
+    extra: list = field(default_factory=list)
+
+    @property
+    def sessions(self) -> list[JID]:
+        return [self.jid, *self.extra]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +179,38 @@ class Room:
         self.occupants[occupant.nick] = occupant
         self.by_jid[occupant.jid] = occupant.nick
 
+    def attach(self, occupant: Occupant, real: JID, *, max_sessions: int) -> None:
+        """Another session of the occupant's account joins under the same nick."""
+        if real.bare != occupant.jid.bare:
+            raise MucError(E.CONFLICT, "this nickname is already in use in the room")
+        if len(occupant.extra) + 1 >= max_sessions:
+            raise MucError(E.RESOURCE_CONSTRAINT, f"at most {max_sessions} sessions may share one nick")
+        occupant.extra.append(real)
+        self.by_jid[real] = occupant.nick
+
+    def detach(self, real: JID) -> Occupant | None:
+        """Remove one session of a multi-session occupant; None when it was the only one
+        (the caller then removes the occupant with :meth:`remove`)."""
+        occ = self.occupant(real)
+        if occ is None or not occ.extra:
+            return None
+        if occ.jid == real:
+            occ.jid = occ.extra.pop(0)
+        else:
+            occ.extra.remove(real)
+        del self.by_jid[real]
+        return occ
+
     def remove(self, real: JID) -> Occupant | None:
-        nick = self.by_jid.pop(real, None)
+        """Remove the occupant (all its sessions) that ``real`` is a session of."""
+        nick = self.by_jid.get(real)
         if nick is None:
             return None
-        return self.occupants.pop(nick, None)
+        occ = self.occupants.pop(nick, None)
+        if occ is not None:
+            for s in occ.sessions:
+                self.by_jid.pop(s, None)
+        return occ
 
     def occupant(self, real: JID) -> Occupant | None:
         nick = self.by_jid.get(real)
@@ -189,7 +225,8 @@ class Room:
         del self.occupants[occupant.nick]
         occupant.nick = new_nick
         self.occupants[new_nick] = occupant
-        self.by_jid[occupant.jid] = new_nick
+        for s in occupant.sessions:
+            self.by_jid[s] = new_nick
 
     @property
     def empty(self) -> bool:

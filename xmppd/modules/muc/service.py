@@ -57,6 +57,8 @@ _STRIPPED = frozenset({f"{{{NS_MUC}}}x", f"{{{NS_USER}}}x", f"{{{NS_OCCUPANT_ID}
 #: RFC 8266 nicknames (case preserved, as shown to others); longest nick in UTF-8 bytes
 _NICKNAME = precis_i18n.get_profile("NicknameCasePreserved")
 MAX_NICK_BYTES = 256
+#: sessions of one account that may share a nick in a room (multi-session occupants)
+MAX_SESSIONS_PER_NICK = 10
 
 
 def _now() -> _dt.datetime:
@@ -112,7 +114,8 @@ class Muc(Module):
         self.rooms: dict[JID, Room] = {}
         #: real full JID -> rooms it occupies
         self.joined: dict[JID, set[JID]] = {}
-        self._secret = b""
+        #: service -> XEP-0421 occupant-id secret (stored, so ids survive restarts and nodes)
+        self._secrets: dict[str, bytes] = {}
         e2ee = next((m for m in self.server.modules if m.name == "e2ee_policy"), None)
         self.policies = {svc: RoomPolicy(service_floor=o["e2ee_policy"], parent_domain=parent,
                                          domain_level=(lambda d, m=e2ee: m.domain_level(d)[0]) if e2ee else None)
@@ -134,8 +137,7 @@ class Muc(Module):
 
     async def start(self) -> None:
         for service in self.services:
-            self._secret = (await self.store.service_secret(service)).encode()
-            break
+            self._secrets[service] = (await self.store.service_secret(service)).encode()
         for service in self.services:
             for stored in await self.store.load_rooms(service):
                 room = self.new_room(JID(stored.name, service), RoomConfig.from_dict(stored.config),
@@ -154,8 +156,8 @@ class Muc(Module):
         # XEP-0045 §15.6: 332, removed because the service is shutting down (sessions still open)
         for room in list(self.rooms.values()):
             for occ in list(room.occupants.values()):
-                self.send(occ.jid, occupant_presence(room, occ, occ.jid, viewer=occ, unavailable=True,
-                                                     codes=(STATUS["shutdown"],)))
+                self.to_occupant(occ, lambda to, o=occ, r=room: occupant_presence(
+                    r, o, to, viewer=o, unavailable=True, codes=(STATUS["shutdown"],)))
             room.occupants.clear()
             room.by_jid.clear()
         self.joined.clear()
@@ -167,6 +169,11 @@ class Muc(Module):
     def send(self, to: JID, data: bytes) -> bool:
         """Every stanza a room sends goes through the router (cluster: remote occupants)."""
         return self.server.router.send_to(to, data)
+
+    def to_occupant(self, occ: Occupant, data_for) -> None:
+        """To every session of an occupant; ``data_for(full JID)`` -> bytes."""
+        for real in occ.sessions:
+            self.send(real, data_for(real))
 
     def send_bare(self, to: JID, data_for) -> int:
         """To an account (bare JID): each available resource; ``data_for(full)`` -> bytes."""
@@ -192,7 +199,8 @@ class Muc(Module):
         self.server.router.defer(fut)
 
     def occupant_id(self, room_jid: JID, real: JID) -> str:
-        digest = hashlib.sha256(self._secret + b"\0" + str(room_jid).encode() + b"\0" + str(real.bare).encode())
+        secret = self._secrets.get(room_jid.domain, b"")
+        digest = hashlib.sha256(secret + b"\0" + str(room_jid).encode() + b"\0" + str(real.bare).encode())
         return base64.urlsafe_b64encode(digest.digest()[:18]).decode()
 
     def new_room(self, jid: JID, config: RoomConfig, created_at: _dt.datetime) -> Room:
@@ -228,6 +236,9 @@ class Muc(Module):
         except MucError as exc:
             self.error(session, el, exc.condition, exc.text,
                        echo=f"<x xmlns='{NS_MUC}'/>" if el.tag == PRESENCE else "")
+        except Exception:  # noqa: BLE001 - a bug must cost one stanza, never the stream
+            log.exception("muc: %s to %s failed", el.tag, to)
+            self.error(session, el, E.INTERNAL_SERVER_ERROR, "the room could not handle this stanza")
         return True
 
     def _iq(self, session, stanza, to: JID) -> None:
@@ -280,7 +291,7 @@ class Muc(Module):
         occ = room.occupant(real) if room is not None else None
         if typ == "unavailable":
             if occ is not None:
-                self.leave(room, occ, status=el.findtext(f"{C}status"))
+                self.leave_session(room, occ, real, status=el.findtext(f"{C}status"))
             return
         if to.resource is None:
             raise MucError(E.JID_MALFORMED, "a nickname is required to enter a room (room@service/nick)")
@@ -329,12 +340,19 @@ class Muc(Module):
                 del self.rooms[room.jid]
             raise
         aff = room.affiliation(real)
-        occ = Occupant(nick=to.resource, jid=real, role=room.default_role(aff),
-                       occupant_id=self.occupant_id(room.jid, real), presence=self._presence_payload(el))
+        current = room.occupants.get(to.resource)
+        if current is not None:  # another session of the same account (check_join checked the bare JID)
+            room.attach(current, real, max_sessions=MAX_SESSIONS_PER_NICK)
+            occ = current
+        else:
+            occ = Occupant(nick=to.resource, jid=real, role=room.default_role(aff),
+                           occupant_id=self.occupant_id(room.jid, real), presence=self._presence_payload(el))
         # XEP-0045 §7.2.3: the others' presence first, then ours to everyone (ours to us last)
         for other in room.occupants.values():
-            self.send(real, occupant_presence(room, other, real, viewer=occ))
-        room.add(occ)
+            if other is not occ:
+                self.send(real, occupant_presence(room, other, real, viewer=occ))
+        if current is None:
+            room.add(occ)
         self.joined.setdefault(real, set()).add(room.jid)
         codes = []
         if room.config.non_anonymous:
@@ -345,8 +363,11 @@ class Muc(Module):
             codes.append(STATUS["created"])
         if el.get("to", "").partition("/")[2] != to.resource:
             codes.append(STATUS["nick_changed_by_service"])
-        self.broadcast_presence(room, occ, self_codes=tuple(codes))
-        self._send_history(room, occ, x, now)
+        if current is None:
+            self.broadcast_presence(room, occ, self_codes=tuple(codes))
+        else:  # the others already see this nick: only the new session hears about itself
+            self.send(real, occupant_presence(room, occ, real, viewer=occ, codes=tuple(codes)))
+        self._send_history(room, real, x, now)
         # XEP-0045 §7.2.15: the subject (possibly empty) always ends the join
         subj_from = f"{room.jid}/{room.subject_nick}" if room.subject_nick else str(room.jid)
         self.send(real, (f"<message type='groupchat' from='{attr(subj_from)}' to='{attr(str(real))}' "
@@ -372,7 +393,7 @@ class Muc(Module):
         log.debug("muc: %s created by %s", room.jid, bare)
         return room
 
-    def _send_history(self, room: Room, occ: Occupant, x: Element | None, now: _dt.datetime) -> None:
+    def _send_history(self, room: Room, real: JID, x: Element | None, now: _dt.datetime) -> None:
         hist = x.find(f"{{{NS_MUC}}}history") if x is not None else None
         args: dict = {}
         if hist is not None:
@@ -390,14 +411,13 @@ class Muc(Module):
                 except ValueError:
                     pass
         for item in room.history_for(now, **args):
-            data = rewrite_start_tag(item.data, start_tag_len(item.data), {"to": str(occ.jid)})
-            delay = delay_element(str(room.jid), item.ts)
-            self.send(occ.jid, insert_before_end(data, delay))
+            data = rewrite_start_tag(item.data, start_tag_len(item.data), {"to": str(real)})
+            self.send(real, insert_before_end(data, delay_element(str(room.jid), item.ts)))
 
     def broadcast_presence(self, room: Room, occ: Occupant, *, self_codes: tuple[int, ...] = ()) -> None:
         for other in list(room.occupants.values()):
             codes = self_codes if other is occ else ()
-            self.send(other.jid, occupant_presence(room, occ, other.jid, viewer=other, codes=codes))
+            self.to_occupant(other, lambda to, v=other, c=codes: occupant_presence(room, occ, to, viewer=v, codes=c))
 
     def _change_nick(self, session, room: Room, occ: Occupant, new_nick: str, el: Element) -> None:
         old = occ.nick
@@ -405,9 +425,9 @@ class Muc(Module):
         tmp = Occupant(nick=old, jid=occ.jid, role=occ.role, occupant_id=occ.occupant_id)
         for other in list(room.occupants.values()):
             viewer = tmp if other is occ else other
-            self.send(other.jid, occupant_presence(room, tmp, other.jid, viewer=viewer, unavailable=True,
-                                                   codes=(STATUS["nick_change"],), new_nick=new_nick,
-                                                   role=occ.role))
+            self.to_occupant(other, lambda to, v=viewer: occupant_presence(
+                room, tmp, to, viewer=v, unavailable=True, codes=(STATUS["nick_change"],), new_nick=new_nick,
+                role=occ.role))
         occ.presence = self._presence_payload(el)
         self.broadcast_presence(room, occ)
 
@@ -415,21 +435,41 @@ class Muc(Module):
               actor_nick: str | None = None, reason: str | None = None, affiliation: str | None = None,
               extra: str = "") -> None:
         """Remove ``occ``: unavailable presence to everyone still there and to itself."""
-        extra_status = f"<status>{attr(status)}</status>" if status else ""
-        for other in list(room.occupants.values()):
-            data = occupant_presence(room, occ, other.jid, viewer=other, unavailable=True, codes=codes,
+        extra_status = f"<status>{attr(status)}</status>".encode() if status else b""
+
+        def data_for(to: JID, viewer: Occupant) -> bytes:
+            data = occupant_presence(room, occ, to, viewer=viewer, unavailable=True, codes=codes,
                                      actor_nick=actor_nick, reason=reason, affiliation=affiliation, extra=extra)
-            if extra_status:
-                data = data.replace(b">", b">" + extra_status.encode(), 1)
-            self.send(other.jid, data)
+            return data.replace(b">", b">" + extra_status, 1) if extra_status else data
+
+        for other in list(room.occupants.values()):
+            self.to_occupant(other, lambda to, v=other: data_for(to, v))
         room.remove(occ.jid)
-        rooms = self.joined.get(occ.jid)
-        if rooms is not None:
-            rooms.discard(room.jid)
-            if not rooms:
-                del self.joined[occ.jid]
+        for real in occ.sessions:
+            self._forget(real, room.jid)
         if room.empty and not room.config.persistent:
-            self.rooms.pop(room.jid, None)  # a temporary room ends with its last occupant (§10.1.3)
+            self.end_room(room)
+
+    def end_room(self, room: Room) -> None:
+        """A temporary room ends with its last occupant (XEP-0045 §10.1.3): its archive goes too."""
+        if self.rooms.get(room.jid) is room:
+            del self.rooms[room.jid]
+        self.server.spawn(self.store.delete_room(room.jid.domain, room.jid.local))
+
+    def _forget(self, real: JID, room_jid: JID) -> None:
+        rooms = self.joined.get(real)
+        if rooms is not None:
+            rooms.discard(room_jid)
+            if not rooms:
+                del self.joined[real]
+
+    def leave_session(self, room: Room, occ: Occupant, real: JID, *, status: str | None = None) -> None:
+        """One session goes: the occupant stays while its account has other sessions in the room."""
+        if room.detach(real) is None:
+            self.leave(room, occ, status=status)
+            return
+        self._forget(real, room.jid)
+        self.send(real, occupant_presence(room, occ, real, viewer=occ, unavailable=True))
 
     def _session_closed(self, session) -> None:
         self._leave_all(session.jid)
@@ -444,7 +484,7 @@ class Muc(Module):
             room = self.rooms.get(room_jid)
             occ = room.occupant(real) if room is not None else None
             if occ is not None:
-                self.leave(room, occ)
+                self.leave_session(room, occ, real)
         self.joined.pop(real, None)
 
     def rate_ok(self, room: Room, occ: Occupant) -> bool:

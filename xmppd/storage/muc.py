@@ -201,11 +201,18 @@ class MucStore:
                     await conn.execute(a.insert().values(service=service, name=name, jid=jid,
                                                          affiliation=aff, nick=nick, reason=reason))
 
-    async def delete_room(self, service: str, name: str) -> None:
-        """The room, its affiliations and its archive, in one transaction."""
+    async def delete_room(self, service: str, name: str, *, archive_before: _dt.datetime | None = None,
+                          keep_archive: bool = False) -> None:
+        """The room, its affiliations and its archive (only rows older than ``archive_before``
+        when given: a new room of the same name may already be archiving), in one transaction.
+        ``keep_archive``: only the room row and affiliations (a room that stops being persistent)."""
+        tables = (muc_rooms_table, muc_affiliations_table) + (() if keep_archive else (muc_archive_table,))
         async with self._engine.begin() as conn:
-            for t in (muc_rooms_table, muc_affiliations_table, muc_archive_table):
-                await conn.execute(delete(t).where(and_(t.c.service == service, t.c.name == name)))
+            for t in tables:
+                cond = and_(t.c.service == service, t.c.name == name)
+                if t is muc_archive_table and archive_before is not None:
+                    cond = and_(cond, t.c.ts < archive_before)
+                await conn.execute(delete(t).where(cond))
 
     # ------------------------------------------------------------ archive
     async def append_many(self, rows: list[tuple[str, str, str, _dt.datetime, str, bytes]]) -> None:

@@ -79,3 +79,13 @@ async def test_service_secret_is_created_once(store):
     a = await store.service_secret(S)
     assert a == await store.service_secret(S) and len(a) >= 32
     assert await store.service_secret("x." + S) != a
+
+
+async def test_delete_room_keeps_a_newer_incarnations_archive_and_keep_archive(store):
+    await store.save_room(S, "r", {}, created_at=T0)
+    await store.append_many([(S, "r", "old", T0, "n", b"<message/>"),
+                             (S, "r", "new", T0 + dt.timedelta(minutes=5), "n", b"<message/>")])
+    await store.delete_room(S, "r", keep_archive=True)
+    assert await store.load_rooms(S) == [] and (await store.query(S, "r", max_items=5)).count == 2
+    await store.delete_room(S, "r", archive_before=T0 + dt.timedelta(minutes=1))
+    assert [i.archive_id for i in (await store.query(S, "r", max_items=5)).items] == ["new"]

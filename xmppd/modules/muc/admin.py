@@ -16,6 +16,7 @@ the stanza is settled, XEP-0198, only then: ``Router.defer``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from xml.etree.ElementTree import Element, SubElement
 
@@ -207,7 +208,7 @@ class Admin:
             await self.muc.store.set_affiliations(room.jid.domain, room.jid.local, changes)
             self.muc.send(session.jid, self.muc.result(el))
 
-        self.muc.spawn_durable(commit())
+        self.muc.spawn_durable(commit(), room.jid)
 
     @staticmethod
     def _may_set_affiliation(room: Room, actor_aff: str, jid: str, aff: str) -> None:
@@ -296,10 +297,11 @@ class Admin:
             async def commit() -> None:
                 await self.muc.persist(room)
                 self.muc.send(session.jid, self.muc.result(el))
-            self.muc.spawn_durable(commit())
+            self.muc.spawn_durable(commit(), room.jid)
         else:
             if old.persistent:
-                self.muc.spawn_durable(self.muc.store.delete_room(room.jid.domain, room.jid.local))
+                self.muc.spawn_durable(self.muc.store.delete_room(room.jid.domain, room.jid.local,
+                                                                  keep_archive=True), room.jid)
             self.muc.send(session.jid, self.muc.result(el))
 
     def _after_config(self, room: Room, old: RoomConfig, was_locked: bool) -> None:
@@ -340,8 +342,10 @@ class Admin:
             for real in occ.sessions:
                 self.muc._forget(real, room.jid)
 
+        destroyed = _dt.datetime.now(_dt.timezone.utc)
+
         async def commit() -> None:
-            await self.muc.store.delete_room(room.jid.domain, room.jid.local)
+            await self.muc.store.delete_room(room.jid.domain, room.jid.local, archive_before=destroyed)
             self.muc.send(session.jid, self.muc.result(el))
 
-        self.muc.spawn_durable(commit())
+        self.muc.spawn_durable(commit(), room.jid)

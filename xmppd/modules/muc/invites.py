@@ -66,7 +66,7 @@ class Invites:
             async def commit() -> None:
                 await self.muc.store.set_affiliations(room.jid.domain, room.jid.local, added)
                 send_all()
-            self.muc.spawn_durable(commit())
+            self.muc.spawn_durable(commit(), room.jid)
         else:
             send_all()
 

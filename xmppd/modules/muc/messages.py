@@ -37,11 +37,18 @@ C = "{jabber:client}"
 BODY, SUBJECT = f"{C}body", f"{C}subject"
 
 
+#: rooms one session is warned about (policy "warn"); past this, further ones are not warned
+MAX_WARNED_ROOMS = 1000
+
+
 class Messages:
     def __init__(self, muc) -> None:
         self.muc = muc
-        #: (session full JID, room) pairs already warned under the room policy "warn"
-        self._warned: set[tuple[JID, JID]] = set()
+        #: session full JID -> rooms it was warned about under the room policy "warn"
+        self._warned: dict[JID, set[JID]] = {}
+
+    def forget(self, real: JID) -> None:
+        self._warned.pop(real, None)
 
     # ------------------------------------------------------------ entry
     def handle(self, session, stanza, to: JID) -> None:
@@ -80,9 +87,9 @@ class Messages:
         if verdict == "refuse":
             raise MucError(E.POLICY_VIOLATION, ROOM_REQUIRE_TEXT)
         if verdict == "warn":
-            key = (session.jid, room.jid)
-            if key not in self._warned and len(self._warned) < 100_000:
-                self._warned.add(key)
+            seen = self._warned.setdefault(session.jid, set())
+            if room.jid not in seen and len(seen) < MAX_WARNED_ROOMS:
+                seen.add(room.jid)
                 text = attr(ROOM_WARN_TEXT.format(room=room.jid))
                 self.muc.send(session.jid, (f"<message type='headline' from='{attr(str(room.jid))}' "
                                             f"to='{attr(str(session.jid))}'><body>{text}</body></message>").encode())
@@ -125,7 +132,7 @@ class Messages:
         room.subject_nick = occ.nick
         if room.config.persistent:
             self.muc.spawn_durable(self.muc.store.set_subject(room.jid.domain, room.jid.local,
-                                                              room.subject, room.subject_nick))
+                                                              room.subject, room.subject_nick), room.jid)
         frm = attr(f"{room.jid}/{occ.nick}")
         ident = f" id='{attr(el.get('id'))}'" if el.get("id") else ""
         for other in list(room.occupants.values()):

@@ -114,6 +114,8 @@ class Muc(Module):
         self.rooms: dict[JID, Room] = {}
         #: real full JID -> rooms it occupies
         self.joined: dict[JID, set[JID]] = {}
+        #: room JID -> its last database write in flight (writes of one room run in order)
+        self._tails: dict[JID, asyncio.Future] = {}
         #: service -> XEP-0421 occupant-id secret (stored, so ids survive restarts and nodes)
         self._secrets: dict[str, bytes] = {}
         e2ee = next((m for m in self.server.modules if m.name == "e2ee_policy"), None)
@@ -216,10 +218,28 @@ class Muc(Module):
                                     created_at=room.created_at,
                                     affiliations={j: (a, room.nicks.get(j)) for j, a in room.affiliations.items()})
 
-    def spawn_durable(self, coro) -> asyncio.Future:
-        fut = self.server.spawn(coro)
+    def spawn_durable(self, coro, key: JID | None = None) -> asyncio.Future:
+        """Run ``coro`` (a commit, then its answer); the client stanza is settled when it is done.
+
+        With ``key`` (a room JID) the room's writes run one after another, in the order
+        they were asked for: a configuration snapshot never overtakes a later change."""
+        if key is None:
+            fut = self.server.spawn(coro)
+        else:
+            prev = self._tails.get(key)
+            fut = self.server.spawn(self._after(prev, coro))
+            self._tails[key] = fut
+            fut.add_done_callback(lambda f, k=key: self._tails.get(k) is f and self._tails.pop(k, None))
         self.defer(fut)
         return fut
+
+    @staticmethod
+    async def _after(prev, coro) -> None:
+        try:
+            if prev is not None:
+                await asyncio.wait([prev])
+        finally:
+            await coro
 
     # ------------------------------------------------------------ dispatch
     def _stanza_out(self, session, stanza, to: JID | None) -> bool:
@@ -454,7 +474,8 @@ class Muc(Module):
         """A temporary room ends with its last occupant (XEP-0045 §10.1.3): its archive goes too."""
         if self.rooms.get(room.jid) is room:
             del self.rooms[room.jid]
-        self.server.spawn(self.store.delete_room(room.jid.domain, room.jid.local))
+        self.spawn_durable(self.store.delete_room(room.jid.domain, room.jid.local, archive_before=_now()),
+                           room.jid)
 
     def _forget(self, real: JID, room_jid: JID) -> None:
         rooms = self.joined.get(real)
@@ -473,6 +494,7 @@ class Muc(Module):
 
     def _session_closed(self, session) -> None:
         self._leave_all(session.jid)
+        self.messages.forget(session.jid)
 
     def _presence_out(self, session, stanza, to, typ) -> bool:
         if to is None and typ == "unavailable":

@@ -76,7 +76,7 @@ class MucDisco:
             out = Element(f"{{{NS_INFO}}}query")
             SubElement(out, f"{{{NS_INFO}}}identity", {"category": "conference", "type": "text",
                                                       "name": "Chatrooms"})
-            for f in (NS_INFO, NS_ITEMS, NS_MUC, NS_OCCUPANT_ID, "urn:xmpp:mam:2", "urn:xmpp:sid:0"):
+            for f in (NS_INFO, NS_ITEMS, NS_MUC, NS_OCCUPANT_ID):  # MAM is on each room, not here
                 SubElement(out, f"{{{NS_INFO}}}feature", {"var": f})
             self._reply(el, out)
         elif q.tag == f"{{{NS_ITEMS}}}query" and not q.get("node"):

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
 
-from .muc_support import WAIT_S, create_room, muc_client, raw_user, room_jid, status_codes, submit_config
+from .muc_support import WAIT_S, create_room, muc_client, raw_user, status_codes
 
 MEMBERS_ONLY = {"muc#roomconfig_membersonly": True, "muc#roomconfig_whois": "anyone",
                 "muc#roomconfig_persistentroom": True, "muc#roomconfig_publicroom": False}

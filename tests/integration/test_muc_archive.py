@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import re
 
-from .muc_support import WAIT_S, create_room, muc_client, next_groupchat, raw_user
+from .muc_support import raw_user
 
 MUC = "http://jabber.org/protocol/muc"
 ROOM = "hist@conference.localhost"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from slixmpp.exceptions import IqError, PresenceError
+from slixmpp.exceptions import PresenceError
 
 from .muc_support import SERVICE, WAIT_S, create_room, muc_client, next_groupchat, room_jid
 

@@ -17,13 +17,18 @@ Status codes used (XEP-0045 §15.6 / registrar):
 
 from __future__ import annotations
 
+from xml.etree.ElementTree import Element
+
+import precis_i18n
+
 from ...errors import STANZA_ERROR_TYPES, StanzaErrorCondition
 from ...jid import JID
-from .._im import attr
-from .room import Occupant, Room
+from ...xml.writer import serialize
+from .._im import attr, parse_xep82
+from .room import MucError, Occupant, Room
 
 __all__ = ["NS_MUC", "NS_USER", "NS_ADMIN", "NS_OWNER", "NS_OCCUPANT_ID", "user_x", "occupant_presence",
-           "error_stanza", "STATUS"]
+           "error_stanza", "STATUS", "nickname", "presence_payload", "history_request", "MAX_NICK_BYTES"]
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
@@ -88,3 +93,50 @@ def error_stanza(kind: str, *, frm: str, to: str, stanza_id: str | None, conditi
     err = (f"<error type='{STANZA_ERROR_TYPES[condition]}'{err_by}><{condition.value} xmlns='{NS_STANZAS}'/>"
            f"<text xmlns='{NS_STANZAS}'>{attr(text)}</text></error>")
     return (f"<{kind} from='{attr(frm)}' to='{attr(to)}' type='error'{ident}>{echo}{err}</{kind}>").encode()
+
+
+#: presence children never rebroadcast from a client (the room adds its own)
+_STRIPPED = frozenset({f"{{{NS_MUC}}}x", f"{{{NS_USER}}}x", f"{{{NS_OCCUPANT_ID}}}occupant-id"})
+#: RFC 8266 nicknames (case preserved, as shown to others); longest nick in UTF-8 bytes
+_NICKNAME = precis_i18n.get_profile("NicknameCasePreserved")
+MAX_NICK_BYTES = 256
+
+
+def nickname(text: str) -> str:
+    """PRECIS Nickname profile (RFC 8266, case preserved): width-mapped, spaces folded;
+    XEP-0045 §7.2.1 jid-malformed when nothing valid is left."""
+    try:
+        nick = _NICKNAME.enforce(text)
+    except Exception:  # noqa: BLE001 - precis_i18n raises UnicodeError / ValueError subclasses
+        raise MucError(StanzaErrorCondition.JID_MALFORMED, "not a valid nickname (RFC 8266)") from None
+    if not nick or len(nick.encode()) > MAX_NICK_BYTES:
+        raise MucError(StanzaErrorCondition.JID_MALFORMED, f"a nickname has 1..{MAX_NICK_BYTES} bytes")
+    return nick
+
+
+def presence_payload(el: Element) -> bytes:
+    """What the room rebroadcasts of a client's presence: every child but the MUC ones."""
+    return b"".join(serialize(c) for c in el if c.tag not in _STRIPPED)
+
+
+def history_request(x: Element | None) -> dict:
+    """``<history maxstanzas|seconds|maxchars|since/>`` (XEP-0045 §7.2.15) as arguments of
+    :meth:`Room.history_for`; unparsable values are ignored (the default history is sent)."""
+    hist = x.find(f"{{{NS_MUC}}}history") if x is not None else None
+    args: dict = {}
+    if hist is None:
+        return args
+    for key in ("maxstanzas", "seconds", "maxchars"):
+        value = hist.get(key)
+        if value is not None:
+            try:
+                args[key] = max(0, int(value))
+            except ValueError:
+                pass
+    since = hist.get("since")
+    if since:
+        try:
+            args["since"] = parse_xep82(since)
+        except ValueError:
+            pass
+    return args

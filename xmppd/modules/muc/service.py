@@ -29,19 +29,18 @@ import logging
 import time
 from xml.etree.ElementTree import Element
 
-import precis_i18n
-
 from ...config import ConfigError
 from ...errors import StanzaErrorCondition as E
 from ...jid import JID, InvalidJID
 from ...storage.muc import MucStore
-from ...xml.writer import rewrite_start_tag, serialize
-from .._im import attr, delay_element, insert_before_end, parse_xep82, start_tag_len
+from ...xml.writer import rewrite_start_tag
+from .._im import attr, delay_element, insert_before_end, start_tag_len
 from ..base import Module
 from .disco import MucDisco
 from .messages import Messages
 from .policy import LEVELS, RoomPolicy
-from .presence import NS_MUC, NS_OCCUPANT_ID, NS_USER, STATUS, error_stanza, occupant_presence
+from .presence import (NS_MUC, STATUS, error_stanza, history_request, nickname, occupant_presence,
+                       presence_payload)
 from .room import HistoryItem, MucError, Occupant, Room, RoomConfig
 
 __all__ = ["Muc"]
@@ -50,13 +49,6 @@ log = logging.getLogger("xmppd.modules.muc")
 
 C = "{jabber:client}"
 PRESENCE, MESSAGE, IQ = f"{C}presence", f"{C}message", f"{C}iq"
-#: presence children never rebroadcast from a client (the room adds its own)
-_STRIPPED = frozenset({f"{{{NS_MUC}}}x", f"{{{NS_USER}}}x", f"{{{NS_OCCUPANT_ID}}}occupant-id"})
-
-
-#: RFC 8266 nicknames (case preserved, as shown to others); longest nick in UTF-8 bytes
-_NICKNAME = precis_i18n.get_profile("NicknameCasePreserved")
-MAX_NICK_BYTES = 256
 #: sessions of one account that may share a nick in a room (multi-session occupants)
 MAX_SESSIONS_PER_NICK = 10
 
@@ -315,30 +307,15 @@ class Muc(Module):
             return
         if to.resource is None:
             raise MucError(E.JID_MALFORMED, "a nickname is required to enter a room (room@service/nick)")
-        to = to.bare.with_resource(self.nick(to.resource))
+        to = to.bare.with_resource(nickname(to.resource))
         if occ is not None:
             if occ.nick != to.resource:
                 self._change_nick(session, room, occ, to.resource, el)
             else:
-                occ.presence = self._presence_payload(el)
+                occ.presence = presence_payload(el)
                 self.broadcast_presence(room, occ)
             return
         self._join(session, stanza, to, room)
-
-    @staticmethod
-    def nick(text: str) -> str:
-        """PRECIS Nickname profile (RFC 8266, case preserved): width-mapped, spaces folded."""
-        try:
-            nick = _NICKNAME.enforce(text)
-        except Exception:  # noqa: BLE001 - precis_i18n raises UnicodeError / ValueError subclasses
-            raise MucError(E.JID_MALFORMED, "not a valid nickname (RFC 8266)") from None
-        if not nick or len(nick.encode()) > MAX_NICK_BYTES:
-            raise MucError(E.JID_MALFORMED, f"a nickname has 1..{MAX_NICK_BYTES} bytes")
-        return nick
-
-    @staticmethod
-    def _presence_payload(el: Element) -> bytes:
-        return b"".join(serialize(c) for c in el if c.tag not in _STRIPPED)
 
     def _join(self, session, stanza, to: JID, room: Room | None) -> None:
         el = stanza.element
@@ -366,7 +343,7 @@ class Muc(Module):
             occ = current
         else:
             occ = Occupant(nick=to.resource, jid=real, role=room.default_role(aff),
-                           occupant_id=self.occupant_id(room.jid, real), presence=self._presence_payload(el))
+                           occupant_id=self.occupant_id(room.jid, real), presence=presence_payload(el))
         # XEP-0045 §7.2.3: the others' presence first, then ours to everyone (ours to us last)
         for other in room.occupants.values():
             if other is not occ:
@@ -414,23 +391,7 @@ class Muc(Module):
         return room
 
     def _send_history(self, room: Room, real: JID, x: Element | None, now: _dt.datetime) -> None:
-        hist = x.find(f"{{{NS_MUC}}}history") if x is not None else None
-        args: dict = {}
-        if hist is not None:
-            for key in ("maxstanzas", "seconds", "maxchars"):
-                value = hist.get(key)
-                if value is not None:
-                    try:
-                        args[key] = max(0, int(value))
-                    except ValueError:
-                        pass
-            since = hist.get("since")
-            if since:
-                try:
-                    args["since"] = parse_xep82(since)
-                except ValueError:
-                    pass
-        for item in room.history_for(now, **args):
+        for item in room.history_for(now, **history_request(x)):
             data = rewrite_start_tag(item.data, start_tag_len(item.data), {"to": str(real)})
             self.send(real, insert_before_end(data, delay_element(str(room.jid), item.ts)))
 
@@ -448,7 +409,7 @@ class Muc(Module):
             self.to_occupant(other, lambda to, v=viewer: occupant_presence(
                 room, tmp, to, viewer=v, unavailable=True, codes=(STATUS["nick_change"],), new_nick=new_nick,
                 role=occ.role))
-        occ.presence = self._presence_payload(el)
+        occ.presence = presence_payload(el)
         self.broadcast_presence(room, occ)
 
     def leave(self, room: Room, occ: Occupant, *, status: str | None = None, codes: tuple[int, ...] = (),

@@ -37,8 +37,12 @@ async def test_member_list_is_readable_by_members_of_a_non_anonymous_members_onl
     assert sorted(str(j) for j in members) == ["bob@localhost", "carol@localhost"]
     owners = await carol.plugin["xep_0045"].get_affiliation_list(room, "owner")
     assert [str(j) for j in owners] == ["alice@localhost"]
+    with pytest.raises(IqError) as err:  # who is banned stays with the admins
+        await bob.plugin["xep_0045"].get_affiliation_list(room, "outcast")
+    assert err.value.condition == "forbidden"
     info = await bob.plugin["xep_0030"].get_info(jid=room, timeout=WAIT_S)
-    assert {"muc_nonanonymous", "muc_membersonly"} <= set(info["disco_info"]["features"])
+    assert {"muc_nonanonymous", "muc_membersonly", "http://jabber.org/protocol/muc#self-ping-optimization",
+            "urn:xmpp:occupant-id:0", "urn:xmpp:mam:2"} <= set(info["disco_info"]["features"])
 
 
 async def test_member_list_is_not_readable_by_members_of_a_semi_anonymous_room(server, clients, pki):

@@ -130,7 +130,8 @@ class Admin:
         if aff is not None:
             if aff not in AFFILIATIONS or aff == "none":
                 raise MucError(E.BAD_REQUEST, f"unknown affiliation list {aff!r}")
-            if not room.may_read_member_list(session.jid):
+            if not room.may_read_member_list(session.jid) or (
+                    aff == "outcast" and AFF_RANK[room.affiliation(session.jid)] < AFF_RANK["admin"]):
                 raise MucError(E.FORBIDDEN, "you may not read this room's affiliation lists")
             for jid, a in sorted(room.affiliations.items()):
                 if a == aff:

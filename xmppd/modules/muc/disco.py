@@ -40,7 +40,7 @@ def room_features(room: Room) -> list[str]:
              "muc_moderated" if c.moderated else "muc_unmoderated",
              "muc_nonanonymous" if c.non_anonymous else "muc_semianonymous",
              "muc_passwordprotected" if c.password else "muc_unsecured",
-             f"{NS_MUC}#stable_id"]
+             f"{NS_MUC}#stable_id", f"{NS_MUC}#self-ping-optimization"]
     if c.archive:
         feats += ["urn:xmpp:mam:2", "urn:xmpp:sid:0"]
     return sorted(set(feats))

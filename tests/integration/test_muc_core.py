@@ -191,3 +191,39 @@ async def test_a_new_temporary_room_does_not_inherit_the_archive_of_an_ended_one
         assert b"second life" in got and b"first life" not in got
     finally:
         await alice.close()
+
+
+async def test_nick_change_with_slixmpp(server, clients, pki):
+    alice = await muc_client(clients, pki, server, "alice")
+    bob = await muc_client(clients, pki, server, "bob")
+    room = await create_room(alice, "rename", "Alice")
+    await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    await bob.plugin["xep_0045"].set_self_nick(room, "Robert", timeout=WAIT_S)
+    await asyncio.sleep(0.2)
+    assert set(alice.plugin["xep_0045"].get_roster(room)) == {"Alice", "Robert"}
+
+
+async def test_history_on_join_with_slixmpp(server, clients, pki):
+    alice = await muc_client(clients, pki, server, "alice")
+    bob = await muc_client(clients, pki, server, "bob")
+    room = await create_room(alice, "histo", "Alice")
+    for i in range(3):
+        alice.send_message(mto=room, mbody=f"line {i}", mtype="groupchat")
+        await next_groupchat(alice)
+    _p, _s, _o, history = await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", maxstanzas=2, timeout=WAIT_S)
+    assert [m["body"] for m in history] == ["line 1", "line 2"]
+
+
+async def test_destroy_with_slixmpp_removes_everyone_and_the_room(server, clients, pki):
+    alice = await muc_client(clients, pki, server, "alice")
+    bob = await muc_client(clients, pki, server, "bob")
+    room = await create_room(alice, "doomed", "Alice", {"muc#roomconfig_persistentroom": True})
+    await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    gone = asyncio.get_running_loop().create_future()
+    bob.add_event_handler(f"muc::{room}::self-presence",
+                          lambda p: p["type"] == "unavailable" and not gone.done() and gone.set_result(p))
+    await alice.plugin["xep_0045"].destroy(room, reason="project over")
+    pres = await asyncio.wait_for(gone, WAIT_S)
+    assert pres["muc"]["destroy"]["reason"] == "project over"
+    muc = next(m for m in server.modules if m.name == "muc")
+    assert [r for r in await muc.store.load_rooms(SERVICE) if r.name == "doomed"] == []

@@ -149,3 +149,15 @@ async def test_iq_to_an_occupant_is_forwarded_and_the_answer_comes_back(server, 
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_a_service_host_that_is_a_served_domain_is_refused(tmp_path, pki):
+    from xmppd.config import ConfigError, parse_config
+    from xmppd.server import Server
+
+    from .harness import base_config, deep_merge
+
+    data = deep_merge(base_config(tmp_path, pki), {"modules": {"muc": {"host": "@HOST@"}}})
+    with pytest.raises(ConfigError) as err:
+        Server(parse_config(data))
+    assert "modules.muc.host" in str(err.value)

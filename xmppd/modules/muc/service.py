@@ -100,7 +100,11 @@ class Muc(Module):
     def setup(self) -> None:
         o = self.options
         #: service domain -> served parent domain
-        self.services: dict[str, str] = {o["host"].replace("@HOST@", h): h for h in self.server.config.general.hosts}
+        hosts = self.server.config.general.hosts
+        self.services: dict[str, str] = {o["host"].replace("@HOST@", h): h for h in hosts}
+        for service in self.services:
+            if service in hosts:  # the service would swallow every stanza to that domain's users
+                raise ConfigError("modules.muc.host", f"{service} is a served domain; use e.g. conference.@HOST@")
         self.store = MucStore(self.server.db_engine)
         #: room bare JID -> Room
         self.rooms: dict[JID, Room] = {}

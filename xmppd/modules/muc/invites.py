@@ -41,6 +41,9 @@ class Invites:
             raise MucError(E.NOT_ACCEPTABLE, "only occupants and members may invite to this room")
         if not room.may_invite(real):
             raise MucError(E.FORBIDDEN, "you may not invite to this members-only room")
+        occ = room.occupant(real)
+        if occ is not None and not self.muc.rate_ok(room, occ):  # invitations count as messages
+            raise MucError(E.RESOURCE_CONSTRAINT, "you are sending too fast (modules.muc.message_rate)")
         targets = []
         for inv in invites:
             target = self.muc.parse_jid(inv.get("to")).bare

@@ -227,3 +227,14 @@ async def test_destroy_with_slixmpp_removes_everyone_and_the_room(server, client
     assert pres["muc"]["destroy"]["reason"] == "project over"
     muc = next(m for m in server.modules if m.name == "muc")
     assert [r for r in await muc.store.load_rooms(SERVICE) if r.name == "doomed"] == []
+
+
+async def test_a_join_presence_while_joined_gets_the_room_state_again(server, clients, pki):
+    alice = await muc_client(clients, pki, server, "alice")
+    bob = await muc_client(clients, pki, server, "bob")
+    room = await create_room(alice, "rejoin", "Alice")
+    await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    # the client forgot it was in the room (as after a reconnect) and joins again
+    pres, subject, occupants, _h = await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", timeout=WAIT_S)
+    assert 110 in pres["muc"]["status_codes"]
+    assert {o["from"].resource for o in occupants} == {"Alice", "Bob"}

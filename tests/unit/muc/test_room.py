@@ -107,3 +107,15 @@ def test_policy_floor_service_domain_creation():
     r.config.e2ee_floor = "require"
     p = RoomPolicy(service_floor="none", parent_domain="x")
     assert p.floor(r) == ("require", "creation")
+
+
+@pytest.mark.parametrize("key, value", [("host", "nodots"), ("max_occupants", 0), ("history_size", -1),
+                                        ("max_config_bytes", 10), ("message_rate", -1.0), ("e2ee_policy", "max")])
+def test_bad_options_name_the_key(key, value):
+    from xmppd.config import ConfigError
+    from xmppd.modules.base import parse_module_options
+    from xmppd.modules.muc import Muc
+
+    with pytest.raises(ConfigError) as err:
+        parse_module_options(Muc, {key: value})
+    assert f"modules.muc.{key}" in str(err.value)

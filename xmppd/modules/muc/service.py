@@ -36,9 +36,13 @@ from ...storage.muc import MucStore
 from ...xml.writer import rewrite_start_tag
 from .._im import attr, delay_element, insert_before_end, start_tag_len
 from ..base import Module
+from .admin import Admin
+from .archive import RoomArchive
 from .disco import MucDisco
+from .invites import Invites
 from .messages import Messages
-from .policy import LEVELS, RoomPolicy
+from .options import OPTIONS_SPEC, check_options
+from .policy import RoomPolicy
 from .presence import (NS_MUC, STATUS, error_stanza, history_request, nickname, occupant_presence,
                        presence_payload)
 from .room import HistoryItem, MucError, Occupant, Room, RoomConfig
@@ -62,39 +66,11 @@ class Muc(Module):
     xeps = (("0045", "1.35 core, admin, owner"), ("0249", "direct invitations pass"), ("0313", "on room JIDs"),
             ("0359", "stanza-id by the room"), ("0410", "self-ping"), ("0421", "occupant ids"),
             ("0128", "muc#roominfo"))
-    options_spec = {
-        "host": (str, "conference.@HOST@"),
-        "max_rooms": (int, 10_000),
-        "max_rooms_per_owner": (int, 100),
-        "max_occupants": (int, 200),
-        "max_affiliations": (int, 1000),
-        "history_size": (int, 20),
-        "max_config_bytes": (int, 8192),
-        "max_joins_per_user": (int, 100),
-        "message_rate": (float, 5.0),
-        "message_burst": (int, 20),
-        "archive_default": (bool, True),
-        "e2ee_policy": (str, "none"),
-        "create_encrypted_only": (bool, False),
-    }
+    options_spec = OPTIONS_SPEC
 
     @classmethod
     def check_options(cls, options) -> None:
-        p = f"modules.{cls.name}"
-        if "@HOST@" not in options["host"] and options["host"].count(".") < 1:
-            raise ConfigError(f"{p}.host", "expected a domain such as conference.@HOST@")
-        for key in ("max_rooms", "max_rooms_per_owner", "max_occupants", "max_affiliations",
-                    "max_joins_per_user", "message_burst"):
-            if options[key] < 1:
-                raise ConfigError(f"{p}.{key}", "must be >= 1")
-        if options["history_size"] < 0:
-            raise ConfigError(f"{p}.history_size", "must be >= 0")
-        if options["max_config_bytes"] < 512:
-            raise ConfigError(f"{p}.max_config_bytes", "must be >= 512")
-        if options["message_rate"] < 0:
-            raise ConfigError(f"{p}.message_rate", "must be >= 0 (0 = unlimited)")
-        if options["e2ee_policy"] not in LEVELS:
-            raise ConfigError(f"{p}.e2ee_policy", f"expected one of {', '.join(LEVELS)}")
+        check_options(options)
 
     # ------------------------------------------------------------ wiring
     def setup(self) -> None:
@@ -118,10 +94,6 @@ class Muc(Module):
         self.policies = {svc: RoomPolicy(service_floor=o["e2ee_policy"], parent_domain=parent,
                                          domain_level=(lambda d, m=e2ee: m.domain_level(d)[0]) if e2ee else None)
                          for svc, parent in self.services.items()}
-        from .admin import Admin
-        from .archive import RoomArchive
-        from .invites import Invites
-
         self.archive = RoomArchive(self)
         self.admin = Admin(self)
         self.invites = Invites(self)
@@ -315,6 +287,8 @@ class Muc(Module):
         if occ is not None:
             if occ.nick != to.resource:
                 self._change_nick(session, room, occ, to.resource, el)
+            elif el.find(f"{{{NS_MUC}}}x") is not None:
+                self._rejoin(room, occ, real, el, to)
             else:
                 occ.presence = presence_payload(el)
                 self.broadcast_presence(room, occ)
@@ -355,6 +329,15 @@ class Muc(Module):
         if current is None:
             room.add(occ)
         self.joined.setdefault(real, set()).add(room.jid)
+        codes = self._join_codes(room, el, to, created=created)
+        if current is None:
+            self.broadcast_presence(room, occ, self_codes=codes)
+        else:  # the others already see this nick: only the new session hears about itself
+            self.send(real, occupant_presence(room, occ, real, viewer=occ, codes=codes))
+        self._history_and_subject(room, occ, real, x, now)
+
+    @staticmethod
+    def _join_codes(room: Room, el: Element, to: JID, *, created: bool = False) -> tuple[int, ...]:
         codes = []
         if room.config.non_anonymous:
             codes.append(STATUS["non_anonymous"])
@@ -364,10 +347,23 @@ class Muc(Module):
             codes.append(STATUS["created"])
         if el.get("to", "").partition("/")[2] != to.resource:
             codes.append(STATUS["nick_changed_by_service"])
-        if current is None:
-            self.broadcast_presence(room, occ, self_codes=tuple(codes))
-        else:  # the others already see this nick: only the new session hears about itself
-            self.send(real, occupant_presence(room, occ, real, viewer=occ, codes=tuple(codes)))
+        return tuple(codes)
+
+    def _rejoin(self, room: Room, occ: Occupant, real: JID, el: Element, to: JID) -> None:
+        """A join presence from a session already in the room (its client lost track, e.g. after
+        a reconnect): the room state again, as on entering; the others see a presence update."""
+        for other in room.occupants.values():
+            if other is not occ:
+                self.send(real, occupant_presence(room, other, real, viewer=occ))
+        occ.presence = presence_payload(el)
+        for other in list(room.occupants.values()):
+            if other is not occ:
+                self.to_occupant(other, lambda t, v=other: occupant_presence(room, occ, t, viewer=v))
+        self.send(real, occupant_presence(room, occ, real, viewer=occ, codes=self._join_codes(room, el, to)))
+        self._history_and_subject(room, occ, real, el.find(f"{{{NS_MUC}}}x"), _now())
+
+    def _history_and_subject(self, room: Room, occ: Occupant, real: JID, x: Element | None,
+                             now: _dt.datetime) -> None:
         self._send_history(room, real, x, now)
         # XEP-0045 §7.2.15: the subject (possibly empty) always ends the join
         subj_from = f"{room.jid}/{room.subject_nick}" if room.subject_nick else str(room.jid)

@@ -174,6 +174,17 @@ async def test_three_omemo_clients_in_a_members_only_room_decrypt_what_the_serve
         decrypted, _device = await c.plugin["xep_0384"].decrypt_message(got)
         assert decrypted["body"] == secret, u  # the sender's reflection too (plugin cache)
 
+    if policy == "require":  # the same room refuses a plaintext, with the reason
+        alice.send_message(mto=room, mbody=unique("REFUSED"), mtype="groupchat")
+        while True:
+            got = await next_groupchat(alice)
+            if got["type"] == "error":
+                break
+        # slixmpp 1.17's Error.conditions lacks RFC 6120's policy-violation: read the XML
+        assert got.xml.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}policy-violation") \
+            is not None, str(got)
+        assert "requires end-to-end encryption" in got["error"]["text"]
+
     # control: a plaintext in an unencrypted room is archived where the scan can see it
     plain_room = await create_room(alice, "plain", "alice", {"muc#roomconfig_persistentroom": True})
     alice.send_message(mto=plain_room, mbody=control, mtype="groupchat")

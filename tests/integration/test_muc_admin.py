@@ -190,3 +190,35 @@ async def test_persistent_room_config_and_members_survive_a_restart(make_server,
         await bob.close()
     finally:
         await server.stop()
+
+
+async def test_registering_with_an_open_room_makes_a_member_with_a_reserved_nick(server, pki):
+    alice, bob, carol = [await raw_user(server, pki, u) for u in ("alice", "bob", "carol")]
+    room = "reg@conference.localhost"
+    muc = "http://jabber.org/protocol/muc"
+    try:
+        await alice.send(f"<presence to='{room}/Alice'><x xmlns='{muc}'/></presence>")
+        await alice.read_until(b"<subject")
+        await alice.send(f"<iq type='set' id='cfg' to='{room}'><query xmlns='{muc}#owner'>"
+                         "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+        await alice.read_until(b"id='cfg'")
+        await bob.send(f"<iq type='get' id='r1' to='{room}'><query xmlns='jabber:iq:register'/></iq>")
+        got = await bob.read_until(b"id='r1'.*?</iq>")
+        assert b"var='muc#register_roomnick'" in got
+        bob.mark()
+        await bob.send(f"<iq type='set' id='r2' to='{room}'><query xmlns='jabber:iq:register'>"
+                       "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                       "<value>http://jabber.org/protocol/muc#register</value></field>"
+                       "<field var='muc#register_roomnick'><value>Bobby</value></field></x></query></iq>")
+        assert b"type='result'" in await bob.read_until(b"id='r2'.*?>")
+        bob.mark()
+        await bob.send(f"<iq type='get' id='n1' to='{room}'><query xmlns='http://jabber.org/protocol/disco#info' "
+                       "node='x-roomuser-item'/></iq>")
+        assert b"name='Bobby'" in await bob.read_until(b"id='n1'.*?</iq>")
+        # the nick is reserved: carol cannot take it
+        await carol.send(f"<presence to='{room}/Bobby'><x xmlns='{muc}'/></presence>")
+        got = await carol.read_until(b"type='error'.*?</presence>")
+        assert b"<conflict " in got
+    finally:
+        for c in (alice, bob, carol):
+            await c.close()

@@ -50,6 +50,8 @@ CASES = [
      "bad-request"),
     ("pm-to-nobody", f"<message id='x' type='chat' to='{ROOM}/Nobody'><body>x</body></message>",
      "item-not-found"),
+    ("register-without-nick", f"<iq type='set' id='x' to='{ROOM}'><query xmlns='jabber:iq:register'>"
+                              "<x xmlns='jabber:x:data' type='submit'/></query></iq>", "bad-request"),
     ("blank-nick", f"<presence id='x' to='{ROOM}/ '><x xmlns='{MUC}'/></presence>", "jid-malformed"),
 ]
 

@@ -20,6 +20,7 @@ from ...errors import StanzaErrorCondition as E
 from ...xml.writer import serialize
 from .policy import ROOMINFO_VAR
 from .presence import NS_MUC, NS_OCCUPANT_ID
+from .register import NS_REGISTER, Registration
 from .room import MucError, Room
 
 __all__ = ["MucDisco", "room_features"]
@@ -33,7 +34,7 @@ MAX_ITEMS = 1000
 
 def room_features(room: Room) -> list[str]:
     c = room.config
-    feats = [NS_MUC, NS_INFO, NS_ITEMS, NS_OCCUPANT_ID, "urn:xmpp:ping",
+    feats = [NS_MUC, NS_INFO, NS_ITEMS, NS_OCCUPANT_ID, NS_REGISTER, "urn:xmpp:ping",
              "muc_persistent" if c.persistent else "muc_temporary",
              "muc_public" if c.public else "muc_hidden",
              "muc_membersonly" if c.members_only else "muc_open",
@@ -97,6 +98,9 @@ class MucDisco:
         if el.get("type") != "get":
             raise MucError(E.BAD_REQUEST, "disco is get only")
         q = el[0]
+        if q.get("node") == "x-roomuser-item" and q.tag == f"{{{NS_INFO}}}query":
+            self._reply(el, Registration.reserved_nick_info(room, session.jid))  # XEP-0045 §7.12
+            return
         if q.get("node"):
             raise MucError(E.ITEM_NOT_FOUND, "no such node")
         if room.locked and room.affiliation(session.jid) != "owner":

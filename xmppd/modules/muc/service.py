@@ -42,6 +42,7 @@ from .disco import MucDisco
 from .invites import Invites
 from .messages import Messages
 from .options import OPTIONS_SPEC, check_options
+from .register import NS_REGISTER, Registration
 from .policy import RoomPolicy
 from .presence import (NS_MUC, STATUS, error_stanza, history_request, nickname, occupant_presence,
                        presence_payload)
@@ -99,6 +100,7 @@ class Muc(Module):
         self.invites = Invites(self)
         self.messages = Messages(self)
         self.disco = MucDisco(self)
+        self.registration = Registration(self)
         h = self.server.hooks
         h.on("stanza_out", self._stanza_out)
         h.on("session_closed", self._session_closed)
@@ -255,6 +257,8 @@ class Muc(Module):
             self.admin.handle(session, el, room, ns)
         elif ns == "urn:xmpp:mam:2":
             self.archive.handle(session, el, room)
+        elif ns == NS_REGISTER:
+            self.registration.handle(session, el, room)
         elif ns == "urn:xmpp:ping":
             self.send(session.jid, self.result(el))
         else:

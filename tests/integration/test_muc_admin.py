@@ -222,3 +222,34 @@ async def test_registering_with_an_open_room_makes_a_member_with_a_reserved_nick
     finally:
         for c in (alice, bob, carol):
             await c.close()
+
+
+async def test_voice_request_reaches_the_moderator_and_approval_gives_voice(server, pki):
+    alice, bob = [await raw_user(server, pki, u) for u in ("alice", "bob")]
+    room = "vr@conference.localhost"
+    muc = "http://jabber.org/protocol/muc"
+    try:
+        await alice.send(f"<presence to='{room}/Alice'><x xmlns='{muc}'/></presence>")
+        await alice.read_until(b"<subject")
+        await alice.send(f"<iq type='set' id='cfg' to='{room}'><query xmlns='{muc}#owner'>"
+                         "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_moderatedroom'>"
+                         "<value>1</value></field></x></query></iq>")
+        await alice.read_until(b"id='cfg'")
+        await bob.send(f"<presence to='{room}/Bob'><x xmlns='{muc}'/></presence>")
+        assert b"role='visitor'" in await bob.read_until(b"<subject")
+        alice.mark()
+        await bob.send(f"<message to='{room}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                       f"<value>{muc}#request</value></field><field var='muc#role'><value>participant</value>"
+                       "</field></x></message>")
+        got = await alice.read_until(b"muc#request_allow.*?</message>")
+        assert b"<value>Bob</value>" in got
+        bob.mark()
+        await alice.send(f"<message to='{room}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                         f"<value>{muc}#request</value></field><field var='muc#role'><value>participant</value>"
+                         "</field><field var='muc#roomnick'><value>Bob</value></field>"
+                         "<field var='muc#request_allow'><value>true</value></field></x></message>")
+        got = await bob.read_until(b"role='participant'.*?</presence>")
+        assert f"from='{room}/Bob'".encode() in got
+    finally:
+        await alice.close()
+        await bob.close()

@@ -30,6 +30,7 @@ from .._im import NS_SID, attr, insert_before_end, start_tag_len
 from .policy import ROOM_REQUIRE_TEXT, ROOM_WARN_TEXT
 from .presence import NS_OCCUPANT_ID, NS_USER
 from .room import HistoryItem, MucError, Occupant, Room
+from .voice import is_request_form
 
 __all__ = ["Messages"]
 
@@ -66,6 +67,10 @@ class Messages:
         if x is not None and (x.find(f"{{{NS_USER}}}invite") is not None
                               or x.find(f"{{{NS_USER}}}decline") is not None):
             self.muc.invites.handle(session, el, room, x)
+            return
+        form = is_request_form(el)
+        if form is not None and typ != "groupchat":
+            self.muc.voice.handle(session, room, form)  # XEP-0045 §7.13 / §8.6
             return
         if typ != "groupchat":
             raise MucError(E.BAD_REQUEST, "messages to a room are type='groupchat'")

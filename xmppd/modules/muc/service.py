@@ -43,6 +43,7 @@ from .invites import Invites
 from .messages import Messages
 from .options import OPTIONS_SPEC, check_options
 from .register import NS_REGISTER, Registration
+from .voice import Voice
 from .policy import RoomPolicy
 from .presence import (NS_MUC, STATUS, error_stanza, history_request, nickname, occupant_presence,
                        presence_payload)
@@ -101,6 +102,7 @@ class Muc(Module):
         self.messages = Messages(self)
         self.disco = MucDisco(self)
         self.registration = Registration(self)
+        self.voice = Voice(self)
         h = self.server.hooks
         h.on("stanza_out", self._stanza_out)
         h.on("session_closed", self._session_closed)

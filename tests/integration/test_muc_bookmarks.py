@@ -107,3 +107,28 @@ async def test_account_disco_announces_bookmarks_compat(server, pki):
         assert b"urn:xmpp:bookmarks:1#compat" in got
     finally:
         await alice.close()
+
+
+async def test_a_legacy_bookmarks_change_notifies_the_accounts_xep0402_clients(server, clients, pki):
+    import asyncio
+
+    from xmppd.jid import JID
+
+    from .pep_support import pep_login
+
+    modern = await pep_login(server, clients, "dana", "modern", notify=("urn:xmpp:bookmarks:1",))
+    session = server.sessions.get(JID.parse(str(modern.boundjid)))
+    for _ in range(200):
+        if server.caps.wants(session, "urn:xmpp:bookmarks:1+notify"):
+            break
+        await asyncio.sleep(0.05)
+    legacy = await raw_user(server, pki, "dana", "legacy")
+    try:
+        await legacy.send(f"<iq type='set' id='s5'><query xmlns='{PRIV}'><storage xmlns='storage:bookmarks'>"
+                          "<conference jid='n@conference.localhost' autojoin='true'/></storage></query></iq>")
+        await legacy.read_until(b"id='s5'.*?>")
+        ev, msg = await asyncio.wait_for(modern.events.get(), 15)
+        assert ev == "pubsub_publish"
+        assert msg["pubsub_event"]["items"]["item"]["id"] == "n@conference.localhost"
+    finally:
+        await legacy.close()

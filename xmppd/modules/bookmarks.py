@@ -14,23 +14,23 @@ Both views show the same rooms, with the PEP node as the one source of truth:
 * a private-storage *get* of ``storage:bookmarks`` is built from the PEP items
   (when the node exists; ``<url/>`` bookmarks, which XEP-0402 has no place for,
   come from the private copy);
-* a private-storage *set* publishes one PEP item per ``<conference/>`` (created
-  with the configuration above), retracts the rooms no longer listed, and keeps
-  the element itself in private storage for its ``<url/>`` entries.
+* a private-storage *set* publishes one PEP item per ``<conference/>`` (the node
+  created with the configuration above when missing), retracts the rooms no
+  longer listed, and keeps the element itself in private storage for its
+  ``<url/>`` entries.  The publishes go through PEP's own request handler, so
+  the account's other resources get the usual notifications.
 
-Not done: PEP notifications for changes made through private storage (clients
-see them at their next fetch), and XEP-0048 over PEP (``storage:bookmarks`` as
-a PEP node — the ``#compat-pep`` feature).
+Not done: XEP-0048 over PEP (``storage:bookmarks`` as a PEP node — the
+``#compat-pep`` feature).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import inspect
 import xml.etree.ElementTree as ET
 from xml.etree.ElementTree import Element, SubElement
 
 from ..jid import JID, InvalidJID
-from ..storage.pubsub import NodeConfig
 from ..xml.writer import serialize
 from .base import Module
 
@@ -38,6 +38,7 @@ __all__ = ["Bookmarks", "NS_BOOKMARKS2", "NS_LEGACY"]
 
 NS_BOOKMARKS2 = "urn:xmpp:bookmarks:1"
 NS_LEGACY = "storage:bookmarks"
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 LEGACY_TAG = f"{{{NS_LEGACY}}}storage"
 #: conferences converted from one XEP-0048 <storage/>; more: not-acceptable
 MAX_CONFERENCES = 1000
@@ -55,10 +56,6 @@ class Bookmarks(Module):
             return  # XEP-0402 needs PEP, the compat view needs private storage as well
         self.server.hooks.account_features.add(f"{NS_BOOKMARKS2}#compat")
         self.private.overrides[LEGACY_TAG] = (self._legacy_get, self._legacy_set)
-
-    def _config(self) -> NodeConfig:
-        return NodeConfig(access_model="whitelist", persist_items=True, max_items=self.pep.max_items,
-                          send_last_published_item="never")
 
     # ------------------------------------------------------------ XEP-0048 view of the PEP node
     async def _legacy_get(self, owner: JID, _want: Element) -> Element | None:
@@ -88,11 +85,12 @@ class Bookmarks(Module):
                 out.append(url)
         return out
 
-    async def _legacy_set(self, owner: JID, storage: Element) -> None:
+    async def _legacy_set(self, session, storage: Element) -> None:
+        owner: JID = session.jid.bare
         confs = storage.findall(f"{{{NS_LEGACY}}}conference")
         if len(confs) > MAX_CONFERENCES:
             raise ValueError(f"at most {MAX_CONFERENCES} bookmarks")
-        wanted: dict[str, bytes] = {}
+        wanted: dict[str, Element] = {}
         for conf in confs:
             try:
                 room = JID.parse(conf.get("jid", ""))
@@ -106,19 +104,47 @@ class Bookmarks(Module):
                 text = conf.findtext(f"{{{NS_LEGACY}}}{child}")
                 if text:
                     SubElement(item, f"{{{NS_BOOKMARKS2}}}{child}").text = text
-            wanted[str(room.bare)] = serialize(item)
-        store = self.pep.store
-        now = _dt.datetime.now(_dt.timezone.utc)
-        async with self.pep.locks(owner):
-            for room, payload in wanted.items():
-                await store.publish(owner.local, owner.domain, NS_BOOKMARKS2, room, str(owner), payload, now,
-                                    create_config=self._config(),
-                                    max_nodes=self.pep.options["max_nodes_per_account"])
-            node = await store.node(owner.local, owner.domain, NS_BOOKMARKS2)
-            if node is not None:
-                for item in await store.items(node.id):
-                    if item.item_id not in wanted:
-                        await store.retract(node.id, item.item_id)
+            wanted[str(room.bare)] = item
+        # through PEP's own request handler, as a XEP-0402 client would publish: same checks,
+        # same notifications to the account's other resources
+        node = await self.pep.store.node(owner.local, owner.domain, NS_BOOKMARKS2)
+        existing = {i.item_id for i in await self.pep.store.items(node.id)} if node is not None else set()
+        for room, payload in wanted.items():
+            ps = Element(f"{{{NS_PUBSUB}}}pubsub")
+            pub = SubElement(ps, f"{{{NS_PUBSUB}}}publish", {"node": NS_BOOKMARKS2})
+            SubElement(pub, f"{{{NS_PUBSUB}}}item", {"id": room}).append(payload)
+            if node is None:  # created private, as XEP-0402 §3.2 asks (a node a client made is kept as is)
+                ps.append(_publish_options())
+                node = True
+            await self._pep_request(session, ps)
+        for room in sorted(existing - set(wanted)):
+            ps = Element(f"{{{NS_PUBSUB}}}pubsub")
+            retract = SubElement(ps, f"{{{NS_PUBSUB}}}retract", {"node": NS_BOOKMARKS2, "notify": "true"})
+            SubElement(retract, f"{{{NS_PUBSUB}}}item", {"id": room})
+            await self._pep_request(session, ps)
         # the element itself (its <url/> bookmarks) stays in private storage
         await self.private.store.set_many(owner.local, owner.domain, [(LEGACY_TAG, serialize(storage))],
                                           max_entries=self.private.options["max_entries"] + 1)
+
+    async def _pep_request(self, session, payload: Element) -> None:
+        iq = Element("{jabber:client}iq", {"type": "set", "from": str(session.jid),
+                                           "to": str(session.jid.bare), "id": "bookmarks-compat"})
+        iq.append(payload)
+        result = self.pep.pubsub_set(session, iq)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and result.get("type") == "error":
+            text = result.findtext(".//{urn:ietf:params:xml:ns:xmpp-stanzas}text") or "PEP refused the bookmark"
+            raise ValueError(f"bookmarks ({NS_BOOKMARKS2}): {text}")
+
+
+def _publish_options() -> Element:
+    """XEP-0402 §3.2: persistent, every item kept, never sent on presence, owner only."""
+    opts = Element(f"{{{NS_PUBSUB}}}publish-options")
+    x = SubElement(opts, "{jabber:x:data}x", {"type": "submit"})
+    for var, value in (("FORM_TYPE", f"{NS_PUBSUB}#publish-options"), ("pubsub#persist_items", "true"),
+                       ("pubsub#max_items", "max"), ("pubsub#send_last_published_item", "never"),
+                       ("pubsub#access_model", "whitelist")):
+        f = SubElement(x, "{jabber:x:data}field", {"var": var})
+        SubElement(f, "{jabber:x:data}value").text = value
+    return opts

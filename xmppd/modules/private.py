@@ -37,7 +37,8 @@ NS_PRIVATE = "jabber:iq:private"
 _FORBIDDEN_NS = frozenset({"jabber:client", "jabber:server", NS_PRIVATE, ""})
 
 Getter = Callable[[JID, Element], Awaitable[Element | None]]
-Setter = Callable[[JID, Element], Awaitable[None]]
+#: (session, element): raises ValueError with the reason to refuse it (not-acceptable)
+Setter = Callable[[object, Element], Awaitable[None]]
 
 
 class Private(Module):
@@ -112,15 +113,16 @@ class Private(Module):
                 return iq_error(el, E.NOT_ACCEPTABLE, f"{child.tag} is larger than {self.options['max_bytes']} "
                                                      "bytes (modules.private.max_bytes)")
             items.append((child, data))
-        return self._set_later(session.jid.bare, el, items)
+        return self._set_later(session, el, items)
 
-    async def _set_later(self, owner: JID, el: Element, items) -> Element:
+    async def _set_later(self, session, el: Element, items) -> Element:
+        owner = session.jid.bare
         plain = []
         for child, data in items:
             override = self.overrides.get(child.tag)
             if override is not None:
                 try:
-                    await override[1](owner, child)
+                    await override[1](session, child)
                 except ValueError as exc:
                     return iq_error(el, E.NOT_ACCEPTABLE, str(exc))
             else:

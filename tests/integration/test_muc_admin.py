@@ -253,3 +253,26 @@ async def test_voice_request_reaches_the_moderator_and_approval_gives_voice(serv
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_the_role_follows_an_affiliation_change(server, pki):
+    alice, bob = [await raw_user(server, pki, u) for u in ("alice", "bob")]
+    room = "roles@conference.localhost"
+    muc = "http://jabber.org/protocol/muc"
+    try:
+        await alice.send(f"<presence to='{room}/Alice'><x xmlns='{muc}'/></presence>")
+        await alice.read_until(b"<subject")
+        await alice.send(f"<iq type='set' id='cfg' to='{room}'><query xmlns='{muc}#owner'>"
+                         "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+        await alice.read_until(b"id='cfg'")
+        await bob.send(f"<presence to='{room}/Bob'><x xmlns='{muc}'/></presence>")
+        await bob.read_until(b"<subject")
+        for aff, role in (("admin", "moderator"), ("member", "participant")):
+            bob.mark()
+            await alice.send(f"<iq type='set' id='a-{aff}' to='{room}'><query xmlns='{muc}#admin'>"
+                             f"<item affiliation='{aff}' jid='bob@localhost'/></query></iq>")
+            got = await bob.read_until(f"affiliation='{aff}' role='{role}'.*?</presence>")
+            assert b"code='110'" in got
+    finally:
+        await alice.close()
+        await bob.close()

@@ -246,8 +246,9 @@ class Admin:
             elif room.config.members_only and AFF_RANK[aff] < AFF_RANK["member"]:
                 self.muc.leave(room, occ, codes=(STATUS["affiliation_removed"],), affiliation=aff)
             else:
-                occ.role = room.default_role(aff) if occ.role != "moderator" or aff in ("owner", "admin") \
-                    else occ.role
+                role = room.default_role(aff)  # XEP-0045 §9: the role follows the new affiliation
+                if not (role == "visitor" and occ.role == "participant"):  # a voice given stays
+                    occ.role = role
                 self.muc.broadcast_presence(room, occ)
 
     # ------------------------------------------------------------ configuration

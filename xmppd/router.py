@@ -112,6 +112,16 @@ class Router:
             data = hook(sender, to_bare, stanza, data)
         return data
 
+    def send_to(self, to: JID, data: bytes) -> bool:
+        """Deliver ``data`` (a complete stanza) to the bound session ``to`` (a full
+        JID): False when there is no such session.  Services (MUC) send every
+        stanza through here, so remote nodes can be added in one place."""
+        target = self.sessions.get(to)
+        if target is None:
+            return False
+        target.send_bytes(data)
+        return True
+
     def send_element(self, session: Session, element: Element) -> None:
         session.send_bytes(serialize(element))
 

@@ -108,6 +108,8 @@ class Server:
                 except BaseException:  # noqa: BLE001 - cancelled, or failed (already logged)
                     pass
         self._watcher = self._crl_task = None
+        for m in self.modules:
+            m.before_stop()  # sessions are still open (e.g. MUC: status 332 to occupants)
         for listener in self.listeners:
             await listener.stop()
         # let the aborted transports' connection_lost callbacks run (they end sessions and

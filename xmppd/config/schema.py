@@ -829,13 +829,15 @@ class AuthConfig(_Section):
 
 #: module names accepted as [modules.<name>] tables; MongooseIM's mod_* names are aliases
 MODULE_NAMES = ("disco", "ping", "version", "session", "roster", "presence", "blocking", "offline", "carbons", "mam",
-                "vcard", "caps", "csi", "pep", "stream_management", "e2ee_policy", "saslcert")
+                "vcard", "caps", "csi", "pep", "stream_management", "e2ee_policy", "saslcert",
+                "muc", "private", "bookmarks")
 MODULE_ALIASES: Mapping[str, str] = {
     "mod_disco": "disco", "mod_ping": "ping", "mod_version": "version", "mod_roster": "roster",
     "mod_presence": "presence", "mod_blocking": "blocking", "mod_offline": "offline",
     "mod_carboncopy": "carbons", "mod_mam": "mam", "mod_vcard": "vcard", "mod_caps": "caps",
     "mod_csi": "csi", "mod_pep": "pep", "mod_stream_management": "stream_management",
-    "mod_e2ee_policy": "e2ee_policy", "mod_saslcert": "saslcert",
+    "mod_e2ee_policy": "e2ee_policy", "mod_saslcert": "saslcert", "mod_muc": "muc",
+    "mod_private": "private", "mod_bookmarks": "bookmarks",
 }
 
 

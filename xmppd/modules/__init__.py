@@ -12,8 +12,11 @@ from .carbons import Carbons
 from .offline import Offline
 from .pep import Pep
 from .presence import PresenceModule
+from .private import Private
+from .bookmarks import Bookmarks
 from .roster import RosterModule
 from .mam import Mam
+from .muc import Muc
 from .saslcert import SaslCert
 from .session import LegacySession
 from .sm import StreamManagement
@@ -22,7 +25,7 @@ from .version import Version
 #: modules every server loads, in setup order
 BUILTIN: tuple[type[Module], ...] = (Disco, Ping, Version, LegacySession, SaslCert, E2EEPolicy, Offline,
                                       RosterModule, PresenceModule, Blocking, Carbons, Mam, Csi,
-                                      StreamManagement, VCard, Caps, Pep)
+                                      StreamManagement, VCard, Caps, Pep, Private, Bookmarks, Muc)
 
 __all__ = ["Module", "BUILTIN", "enabled_modules"]
 

@@ -31,6 +31,9 @@ class Module:
     async def start(self) -> None:
         """Called once storage is ready, before listeners open."""
 
+    def before_stop(self) -> None:
+        """The server is stopping; client sessions are still open (last words to them)."""
+
     async def stop(self) -> None:
         """Release resources."""
 

@@ -60,7 +60,8 @@ from ..stream.c2s import iq_error
 from ..xml.writer import serialize
 from .base import Module
 
-__all__ = ["E2EEPolicy", "NS_E2EE_POLICY", "ENCRYPTED", "LEVELS", "REQUIRE_TEXT", "is_encrypted"]
+__all__ = ["E2EEPolicy", "NS_E2EE_POLICY", "ENCRYPTED", "LEVELS", "REQUIRE_TEXT", "is_encrypted",
+           "is_plaintext"]
 
 log = logging.getLogger("xmppd.modules.e2ee_policy")
 
@@ -115,6 +116,12 @@ def _has_content(message: Element) -> bool:
         if child.tag == BODY or child.tag == HTML:
             return True
     return False
+
+
+def is_plaintext(message: Element) -> bool:
+    """True if ``message`` carries content a person reads (``<body>``/``<html>``) and no
+    encrypted payload: what ``require`` refuses (used by the MUC room policy too)."""
+    return message.get("type") != "error" and _has_content(message) and not is_encrypted(message)
 
 
 def _stricter(a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str]:

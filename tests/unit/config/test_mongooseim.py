@@ -34,7 +34,7 @@ EXPECTED_UNSUPPORTED = [
     "internal_databases.mnesia", "outgoing_pools.rdbms.default.scope", "services.service_mongoose_system_metrics",
     "modules.mod_adhoc", "modules.mod_disco.users_can_see_hidden_services",
     "modules.mod_offline.access_max_user_messages", "modules.mod_offline.backend", "modules.mod_privacy",
-    "modules.mod_private", "modules.mod_register", "modules.mod_sic", "modules.mod_roster.versioning",
+    "modules.mod_register", "modules.mod_sic", "modules.mod_roster.versioning",
     "modules.mod_vcard.host", "modules.mod_bosh", "modules.mod_mam.backend",
     "shaper", "acl", "access", "s2s", "host_config[0]",
 ]
@@ -211,7 +211,7 @@ def test_mongooseim_tables_never_drop_an_option_xmppd_implements():
 
 
 def test_every_xmppd_alias_of_a_mongooseim_module_is_a_mongooseim_module_or_ours():
-    xmppd_only = {"mod_pep", "mod_e2ee_policy", "mod_saslcert"}
+    xmppd_only = {"mod_pep", "mod_e2ee_policy", "mod_saslcert", "mod_bookmarks"}
     assert set(MODULE_ALIASES) - M.MODULES == xmppd_only
     assert set(M.MODULE_OPTIONS) <= M.MODULES
 
